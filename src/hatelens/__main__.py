@@ -1,0 +1,5 @@
+import sys
+
+from hatelens.cli import main
+
+sys.exit(main())

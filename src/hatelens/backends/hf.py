@@ -1,0 +1,189 @@
+"""Local Hugging Face causal LMs (transformers, optional PEFT adapter).
+
+score mode: one forward pass per prompt (left padding, batches of similar length), the summed
+log-probability of every token of each label word, normalised over the two labels: P(hate).
+generate mode: batched greedy decoding; the answer is parsed by `parsing.parse_answer` and is
+*invalid* when it cannot be, never guessed.
+"""
+
+import logging
+from typing import Sequence
+
+import torch
+
+from hatelens import models, prompts
+from hatelens.backends.base import Output
+from hatelens.errors import ModelError
+from hatelens.labels import HATE, NORMAL
+from hatelens.parsing import parse_answer
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {device} asked for, but no CUDA device is visible; use --device cpu")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; choose auto or one of: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class HFClassifier:
+    """A causal LM asked through a prompt template. Build with `create(config)` or directly."""
+
+    def __init__(self, model, tokenizer, template: prompts.PromptTemplate, *, mode: str = "score",
+                 batch_size: int = 16, max_new_tokens: int = 16, model_version: str = "model"):
+        if mode not in ("score", "generate"):
+            raise ModelError(f"unknown mode {mode!r}; choose score or generate")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.template = template
+        self.mode = mode
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.model_version = model_version
+        self.device = next(model.parameters()).device
+        self._continuations = {
+            label: tokenizer(text, add_special_tokens=False).input_ids
+            for label, text in template.scored_continuations().items()
+        }
+
+    # -- public ---------------------------------------------------------------------------------
+    def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
+        """One Output per text, in order. Batches are formed by prompt length inside this call."""
+        prompt_ids = [self.encode(text) for text in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))
+        outputs: list[Output | None] = [None] * len(texts)
+        start = 0
+        batch_size = self.batch_size
+        while start < len(order):
+            indices = order[start:start + batch_size]
+            try:
+                results = self._run_batch([prompt_ids[i] for i in indices])
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise ModelError("out of memory at batch size 1; use a smaller model, a shorter template "
+                                     "or --max-length-tokens") from None
+                batch_size = max(1, batch_size // 2)
+                logger.warning("out of memory: batch size halved to %d", batch_size)
+                torch.cuda.empty_cache() if torch.cuda.is_available() else None
+                continue
+            for index, result in zip(indices, results):
+                outputs[index] = result
+            start += len(indices)
+        return outputs
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of the rendered prompt (the chat template already holds BOS: add none)."""
+        prompt = prompts.render_prompt(self.template, text, self.tokenizer, prefill_answer=self.mode == "score")
+        return self.tokenizer(prompt, add_special_tokens=False).input_ids
+
+    # -- batches ----------------------------------------------------------------------------------
+    def _run_batch(self, prompt_ids: list[list[int]]) -> list[Output]:
+        if self.mode == "score":
+            return [Output(score=score) for score in self.score_ids(prompt_ids)]
+        return self._generate(prompt_ids)
+
+    def _left_pad(self, sequences: list[list[int]]):
+        width = max(len(ids) for ids in sequences)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+        # Left padding shifts every token; positions must count real tokens only.
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids.to(self.device), attention_mask.to(self.device), position_ids.to(self.device)
+
+    @torch.inference_mode()
+    def score_ids(self, prompt_ids: list[list[int]]) -> list[float]:
+        """P(hate) per prompt: softmax over the summed log-probs of each label's tokens."""
+        hate, normal = self._continuations[HATE], self._continuations[NORMAL]
+        if len(hate) == 1 and len(normal) == 1:
+            # Both label words are single tokens: one forward pass, the next-token distribution.
+            log_probs = self._next_token_log_probs(prompt_ids)
+            pair = torch.stack([log_probs[:, hate[0]], log_probs[:, normal[0]]], dim=1)
+        else:
+            pair = torch.stack([self._continuation_log_prob(prompt_ids, hate),
+                                self._continuation_log_prob(prompt_ids, normal)], dim=1)
+        return torch.softmax(pair.float(), dim=1)[:, 0].tolist()
+
+    def _next_token_log_probs(self, prompt_ids):
+        input_ids, attention_mask, position_ids = self._left_pad(prompt_ids)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            logits_to_keep=1, use_cache=False).logits[:, -1, :]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def _continuation_log_prob(self, prompt_ids, continuation: list[int]):
+        """Sum of log P(continuation token t | prompt, earlier tokens), every token counted."""
+        sequences = [ids + continuation for ids in prompt_ids]
+        input_ids, attention_mask, position_ids = self._left_pad(sequences)
+        keep = len(continuation) + 1
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            logits_to_keep=keep, use_cache=False).logits
+        # logits at position p predict token p+1: the last `keep` logits, minus the final one.
+        log_probs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+        targets = torch.tensor(continuation, device=log_probs.device).expand(len(sequences), -1)
+        return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+
+    @torch.inference_mode()
+    def _generate(self, prompt_ids) -> list[Output]:
+        input_ids, attention_mask, _ = self._left_pad(prompt_ids)
+        generated = self.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
+            do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+        )[:, input_ids.shape[1]:]
+        outputs = []
+        for row in generated:
+            raw = self._decode_answer(row)
+            outputs.append(Output(answer=parse_answer(raw, self.template.label_words), raw=raw))
+        return outputs
+
+    def _decode_answer(self, token_ids) -> str:
+        """Generated text up to the end of the turn, special tokens kept where they carry structure."""
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+        if prompts.is_harmony(self.tokenizer):
+            return text.replace(self.tokenizer.pad_token or "", "")
+        for marker in {self.tokenizer.eos_token, self.tokenizer.pad_token, "<end_of_turn>", "<|im_end|>"}:
+            if marker and marker in text:
+                text = text.split(marker, 1)[0]
+        return text
+
+
+def load_for_inference(config, *, template: prompts.PromptTemplate | None = None):
+    """(model, tokenizer, model_version) for a ModelConfig, adapter merged in memory or attached."""
+    name, adapter = config.model, config.adapter
+    if models.is_adapter_dir(name) and adapter is None:
+        adapter, name = name, models.adapter_base(name)
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    source = models.resolve_model(name)
+    tokenizer = models.load_tokenizer(source, trust_remote_code=config.trust_remote_code,
+                                      revision=config.revision)
+    model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
+                              revision=config.revision, tokenizer=tokenizer)
+    version = source.model_id
+    if adapter:
+        from peft import PeftModel
+
+        version = f"{source.model_id}+adapter:{models.adapter_hash(adapter)}"
+        model = PeftModel.from_pretrained(model, adapter)
+    return model, tokenizer, version
+
+
+def create(config) -> HFClassifier:
+    template = prompts.load_template(config.template)
+    model, tokenizer, version = load_for_inference(config)
+    return HFClassifier(model, tokenizer, template, mode=config.mode, batch_size=config.batch_size,
+                        max_new_tokens=config.max_new_tokens, model_version=version)

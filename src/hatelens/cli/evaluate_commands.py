@@ -1,0 +1,58 @@
+"""`hatelens baseline` and `hatelens evaluate`: score a dataset into a run folder."""
+
+import argparse
+
+from hatelens.cli.options import add_model_options, add_overrides, model_values
+from hatelens.config import EvalConfig, load_config
+from hatelens.errors import ConfigError
+
+EVAL_KEYS = ("data", "output_dir", "name", "format", "text_column", "label_column", "group_column",
+             "skip_empty_texts", "max_samples",
+             "seed", "threshold", "thresholds", "target_f1", "n_bootstrap")
+
+
+def register(subparsers) -> None:
+    for name, summary in (("baseline", "zero-shot evaluation of a model (no adapter)"),
+                          ("evaluate", "evaluate a model, optionally with an adapter and thresholds")):
+        parser = subparsers.add_parser(name, help=summary, description=summary)
+        parser.add_argument("--config", help="YAML recipe (EvalConfig fields)")
+        parser.add_argument("--data", "--data_file", "--data-file", dest="data", help="JSON, JSONL or CSV file")
+        parser.add_argument("--output-dir", "--output_dir", dest="output_dir", help="where run folders go (runs)")
+        parser.add_argument("--name", help="run folder name suffix")
+        parser.add_argument("--format", choices=("json", "jsonl", "csv", "hatecheck"))
+        parser.add_argument("--text-column", "--text_column", dest="text_column")
+        parser.add_argument("--label-column", "--label_column", dest="label_column")
+        parser.add_argument("--group-column", "--group_column", dest="group_column")
+        parser.add_argument("--skip-empty-texts", "--skip_empty_texts", dest="skip_empty_texts", action="store_true",
+                            default=None, help="drop rows with empty text (recorded as a warning)")
+        parser.add_argument("--max-samples", "--max_samples", dest="max_samples", type=int,
+                            help="seeded sample stratified by label x group")
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--threshold", type=float, help="decision threshold on P(hate) (0.5)")
+        parser.add_argument("--thresholds", help="thresholds.json from `hatelens calibrate`")
+        parser.add_argument("--target-f1", "--target_f1", dest="target_f1", type=float,
+                            help="the 'target to beat' line (0.615)")
+        add_model_options(parser)
+        add_overrides(parser)
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.set_defaults(handler=run_evaluate, command_name=name)
+
+
+def build_config(args: argparse.Namespace) -> EvalConfig:
+    values = {key: getattr(args, key) for key in EVAL_KEYS if getattr(args, key, None) is not None}
+    values["model"] = model_values(args)
+    return load_config(EvalConfig, args.config, args.overrides, base=values)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from hatelens.evaluate import evaluate
+
+    config = build_config(args)
+    if args.command_name == "baseline" and config.model.adapter:
+        raise ConfigError("baseline measures a model before fine-tuning: use `hatelens evaluate` with --adapter")
+    result = evaluate(config, progress=not args.quiet)
+    print(result.summary)
+    if result.resumed_rows:
+        print(f"Resumed: {result.resumed_rows} predictions came from the interrupted attempt")
+    print(f"Wrote:  {result.run_dir}/  (predictions.jsonl, metrics.json, summary.txt, config.yaml, manifest.json)")
+    return 0

@@ -1,0 +1,38 @@
+"""Options several commands share, with the seed scripts' underscore spellings as aliases."""
+
+import argparse
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "--model_name", "--model-name", dest="model",
+                       help="alias (smollm2-135m, gemma3-270m, gpt-oss-20b, gpt-oss-120b), folder, .gguf file, "
+                            "hub id, or a PEFT adapter folder")
+    group.add_argument("--adapter", help="PEFT adapter folder (base model from --model or the adapter's config)")
+    group.add_argument("--backend", help="hf (default) | reference | openai")
+    group.add_argument("--mode", choices=("score", "generate"), help="score (default) or generate")
+    group.add_argument("--template", help="prompt template name (baseline, policy_persona) or YAML path")
+    group.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int)
+    group.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int)
+    group.add_argument("--device", help="auto (default) | cpu | cuda")
+    group.add_argument("--dtype", help="auto (default) | float32 | bfloat16 | float16")
+    group.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", default=None,
+                       help="run code shipped in the model folder (off unless given)")
+    group.add_argument("--base-url", "--base_url", dest="base_url", help="openai backend: server URL")
+    group.add_argument("--max-concurrency", "--max_concurrency", dest="max_concurrency", type=int)
+    group.add_argument("--api-key-env", dest="api_key_env", help="name of the variable holding the API key")
+    group.add_argument("--reasoning-effort", dest="reasoning_effort", choices=("low", "medium", "high"))
+
+
+MODEL_KEYS = ("model", "adapter", "backend", "mode", "template", "batch_size", "max_new_tokens", "device", "dtype",
+              "trust_remote_code", "base_url", "max_concurrency", "api_key_env", "reasoning_effort")
+
+
+def model_values(args: argparse.Namespace) -> dict:
+    """The model flags the user actually gave, as a config mapping."""
+    return {key: getattr(args, key) for key in MODEL_KEYS if getattr(args, key, None) is not None}
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override any recipe field, e.g. model.batch_size=8")

@@ -1,0 +1,161 @@
+"""One dataclass per stage, loaded from YAML recipes with `key=value` overrides.
+
+The dataclasses hold the defaults; recipes mirror them. An unknown key is a ConfigError that lists
+the valid ones, so a typo never silently falls back to a default.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hatelens.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Which model answers and how it is asked."""
+
+    model: str = "smollm2-135m"  # alias, local folder, GGUF file or hub id
+    adapter: str | None = None  # PEFT adapter folder
+    backend: str = "hf"  # hf | reference | openai
+    mode: str = "score"  # score: compare label-word log-probs; generate: parse a generated answer
+    template: str = "baseline"  # a name in configs/prompts/ or a path to a template YAML
+    batch_size: int = 16
+    max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
+    max_length_tokens: int = 2048  # longer prompts are cut from the left of the text
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    trust_remote_code: bool = False  # never on unless asked: it runs code from the model folder
+    revision: str | None = None
+    # openai-compatible backend
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    reasoning_effort: str | None = None  # gpt-oss: low | medium | high
+    cache_dir: str | None = None  # response cache for API backends
+    # reference backend
+    reference_train: str = "data/unified/unified_train.json"
+
+
+@dataclass
+class EvalConfig:
+    """`hatelens baseline` / `hatelens evaluate`."""
+
+    data: str = "data/unified/unified_test.json"
+    output_dir: str = "runs"
+    name: str | None = None  # run folder suffix; default: model + template
+    format: str | None = None  # json | jsonl | csv | hatecheck; default from the file suffix
+    text_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+    skip_empty_texts: bool = False  # drop rows with empty text (recorded as a warning) instead of failing
+    max_samples: int | None = None  # a seeded sample stratified by label x group
+    seed: int = 0
+    threshold: float = 0.5
+    thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
+    target_f1: float = 0.615  # the "target to beat" line of the summary
+    n_bootstrap: int = 1000
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def _field_types(cls) -> dict[str, object]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def from_dict(cls, values: dict, *, where: str = "config"):
+    """Build dataclass `cls` from a mapping; nested dataclasses from nested mappings."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    types = _field_types(cls)
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(types)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        kind = types[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = from_dict(kind, value or {}, where=f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, kind, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value, kind, where: str):
+    """Check a scalar against its annotated type; ints pass where floats are expected."""
+    if value is None:
+        if type(None) in typing.get_args(kind):
+            return None
+        raise ConfigError(f"{where}: may not be empty")
+    allowed = [t for t in (typing.get_args(kind) or (kind,)) if t is not type(None)]
+    origin_allowed = [typing.get_origin(t) or t for t in allowed]
+    if float in origin_allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if any(isinstance(value, t) for t in origin_allowed if isinstance(t, type)):
+        if bool not in origin_allowed and isinstance(value, bool) and int in origin_allowed:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(f"{where}: expected {names}, got {value!r}")
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply `key=value` (dotted keys for nested sections) to a raw mapping; values parsed as YAML."""
+    result = dict(values)
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not key=value (for example lora.r=16)")
+        key, raw = override.split("=", 1)
+        target = result
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target[parent] = dict(target.get(parent) or {})
+            target = target[parent]
+        target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return result
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a recipe; a missing or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; recipes live in configs/ (e.g. configs/lora/cpu_small.yaml)")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
+    return values
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None):
+    """Defaults <- recipe file <- `base` (e.g. CLI flags) <- `key=value` overrides."""
+    values = read_yaml(path) if path else {}
+    values = _merge(values, base or {})
+    values = apply_overrides(values, overrides or [])
+    return from_dict(cls, values, where=str(path) if path else "config")
+
+
+def _merge(low: dict, high: dict) -> dict:
+    merged = dict(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,187 @@
+"""Evaluate a classifier on a dataset into a run folder; resumable after any interruption.
+
+predictions.jsonl grows one batch at a time (each batch one write, flushed to disk), so a run killed
+at any moment loses at most the batch in flight. Running the same command again finds the unfinished
+folder by its config hash, skips the examples already there, and ends with the same numbers:
+batches are planned from the whole dataset up front, so their composition (and padding) is the same
+whether or not the run was interrupted.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hatelens import data, metrics, prompts, runs
+from hatelens.backends import create_backend
+from hatelens.config import EvalConfig, to_dict
+from hatelens.errors import ConfigError, DataError
+from hatelens.labels import HATE, NORMAL
+from hatelens.summary import format_summary
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.jsonl"
+DONE_FILE = "metrics.json"
+CHUNK_BATCHES = 4  # batches per write: the most work an interruption can lose
+
+
+@dataclass
+class EvalResult:
+    run_dir: Path
+    metrics: dict
+    summary: str
+    resumed_rows: int  # rows found from an earlier, interrupted attempt
+
+
+def load_eval_examples(config: EvalConfig) -> tuple[list, list[str]]:
+    loaded = data.load_examples(config.data, text_column=config.text_column, label_column=config.label_column,
+                                group_column=config.group_column, format=config.format,
+                                skip_empty_texts=config.skip_empty_texts)
+    examples = loaded.examples
+    if config.max_samples:
+        examples = data.stratified_sample(examples, config.max_samples, seed=config.seed)
+    return examples, loaded.warnings
+
+
+def check_no_leakage(examples, template: prompts.PromptTemplate) -> None:
+    """Few-shot examples shown in the prompt must not be among the rows we score."""
+    shown = {shot.text.strip().lower() for shot in template.few_shot}
+    leaked = [example.id for example in examples if example.text.strip().lower() in shown]
+    if leaked:
+        raise DataError(f"template {template.name} shows {len(leaked)} evaluated example(s) as few-shot "
+                        f"examples ({', '.join(leaked[:3])}); evaluate on data that excludes them")
+
+
+def load_thresholds(path: str | None, default: float) -> dict:
+    """{"threshold": t, "per_group": {group: t}} from `hatelens calibrate`, or the single default."""
+    if not path:
+        return {"threshold": default, "per_group": {}}
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"thresholds file {path} not found; `hatelens calibrate RUN` writes one")
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(values.get("threshold"), (int, float)):
+        raise ConfigError(f"{path}: needs a numeric 'threshold' (and optionally 'per_group')")
+    return {"threshold": float(values["threshold"]), "per_group": dict(values.get("per_group") or {})}
+
+
+def decide(score: float | None, answer: str | None, group: str, thresholds: dict) -> tuple[str | None, float | None]:
+    """(prediction, threshold used). Scores are thresholded; generate-mode answers pass through."""
+    if score is None:
+        return answer, None
+    threshold = thresholds["per_group"].get(group, thresholds["threshold"])
+    return (HATE if score >= threshold else NORMAL), threshold
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Rows already written, by id. A trailing half-written line (a kill mid-write) is cut off."""
+    if not path.is_file():
+        return {}
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    if len(complete) != len(raw):
+        with open(path, "r+b") as file:
+            file.truncate(len(complete))
+    rows = {}
+    for line in complete.decode("utf-8").splitlines():
+        row = json.loads(line)
+        rows[row["id"]] = row
+    return rows
+
+
+def plan_chunks(examples, chunk_size: int) -> list[list]:
+    """Examples sorted by length (less padding), cut into fixed chunks: same plan on every attempt."""
+    ordered = sorted(examples, key=lambda example: (len(example.text), example.id))
+    return [ordered[start:start + chunk_size] for start in range(0, len(ordered), chunk_size)]
+
+
+def config_hash(config: EvalConfig, examples) -> str:
+    identity = {**to_dict(config), "examples": data.examples_hash(examples)}
+    identity.pop("output_dir")
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True) -> EvalResult:
+    """Score every example, write the run folder, return its metrics and summary."""
+    examples, warnings = load_eval_examples(config)
+    template = prompts.load_template(config.model.template) if config.model.backend != "reference" else None
+    if template:
+        check_no_leakage(examples, template)
+    thresholds = load_thresholds(config.thresholds, config.threshold)
+    identity = config_hash(config, examples)
+    run_dir = runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
+    done = read_predictions(run_dir / PREDICTIONS) if run_dir else {}
+    if run_dir:
+        logger.info("resuming %s: %d of %d predictions already written", run_dir, len(done), len(examples))
+    else:
+        run_dir = runs.new_run_dir(Path(config.output_dir), config.name or default_name(config))
+    classifier = classifier or create_backend(config.model.backend, config.model)
+    runs.write_yaml(run_dir / "config.yaml", to_dict(config))
+    runs.write_json(run_dir / "manifest.json", runs.manifest(
+        step="evaluate", config_hash=identity, model_version=classifier.model_version,
+        mode=classifier.mode, data_file=str(config.data), data_sha256=data.file_sha256(config.data),
+        examples_sha256=data.examples_hash(examples), n_examples=len(examples),
+        prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
+        thresholds=thresholds, data_warnings=warnings,
+    ))
+    resumed_rows = len(done)
+    started = time.perf_counter()
+    _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress)
+    wall_s = time.perf_counter() - started
+    done = read_predictions(run_dir / PREDICTIONS)
+    rows = [done[example.id] for example in examples]
+    result = metrics.compute_metrics(
+        [row["label"] for row in rows], [row["prediction"] for row in rows],
+        [row["score"] for row in rows], [row["group"] for row in rows],
+        n_bootstrap=config.n_bootstrap, seed=config.seed,
+    )
+    result["run"] = {"model_version": classifier.model_version, "mode": classifier.mode,
+                     "template": template.name if template else None, "data": str(config.data),
+                     "max_samples": config.max_samples, "thresholds": thresholds,
+                     "scoring_wall_s": round(wall_s, 2), "resumed_rows": resumed_rows}
+    summary = format_summary(result, target_f1=config.target_f1)
+    runs.write_atomic(run_dir / "summary.txt", summary)
+    runs.write_json(run_dir / DONE_FILE, result)  # written last: its presence marks the run finished
+    return EvalResult(run_dir=run_dir, metrics=result, summary=summary, resumed_rows=resumed_rows)
+
+
+def default_name(config: EvalConfig) -> str:
+    model = Path(config.model.adapter or config.model.model).name or "model"
+    template = Path(config.model.template).stem
+    return f"{model}_{template}" if config.model.backend != "reference" else "reference"
+
+
+def _score_missing(classifier, examples, done, thresholds, path: Path, config: EvalConfig, progress: bool):
+    from tqdm import tqdm
+
+    chunk_size = config.model.batch_size * CHUNK_BATCHES
+    bar = tqdm(total=len(examples), initial=sum(example.id in done for example in examples), unit="sample",
+               disable=not progress, dynamic_ncols=True, desc="scoring")
+    with open(path, "a", encoding="utf-8") as file:
+        for chunk in plan_chunks(examples, chunk_size):
+            if all(example.id in done for example in chunk):
+                continue
+            outputs = classifier.classify([example.text for example in chunk], [example.group for example in chunk])
+            lines = []
+            for example, output in zip(chunk, outputs):
+                prediction, threshold = decide(output.score, output.answer, example.group, thresholds)
+                row = {"id": example.id, "group": example.group, "label": example.label, "score": output.score,
+                       "prediction": prediction, "threshold": threshold, "text": example.text,
+                       "source": example.source}
+                if output.raw is not None:
+                    row["raw"] = output.raw
+                if example.extra:
+                    row["extra"] = example.extra
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+            file.write("".join(lines))
+            file.flush()
+            os.fsync(file.fileno())
+            bar.update(sum(example.id not in done for example in chunk))
+    bar.close()

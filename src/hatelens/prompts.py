@@ -1,0 +1,127 @@
+"""Prompt templates (YAML) rendered through the model's own chat template.
+
+A template says what the model is told (system + user message, optional policy and few-shot
+examples) and what its answer looks like (label words, plain or inside JSON). The same rendering
+feeds evaluation and training, so a fine-tuned model is scored on exactly the text it learned.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from hatelens.errors import ConfigError
+from hatelens.labels import HATE, LABELS, NORMAL
+
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+HARMONY_FINAL = "<|channel|>final<|message|>"  # gpt-oss: the answer lives in the final channel
+JSON_OPENING = '{"classification": "'
+
+
+@dataclass(frozen=True)
+class FewShot:
+    id: str
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    system: str
+    user: str
+    answer_prefix: str
+    answer_format: str  # "word" or "json"
+    label_words: dict
+    example_format: str | None = None
+    few_shot: tuple = ()
+    source: str = ""  # the YAML text, hashed into run manifests
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.source.encode("utf-8")).hexdigest()[:16]
+
+    def messages(self, text: str) -> list[dict]:
+        """The chat messages for one post."""
+        examples = "\n\n".join(
+            self.example_format.format(text=shot.text, label=self.label_words[shot.label].strip())
+            for shot in self.few_shot
+        ) if self.few_shot else ""
+        user = self.user.replace("{examples}", examples).replace("{text}", text)
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        return messages + [{"role": "user", "content": user}]
+
+    def answer(self, label: str) -> str:
+        """The completion a trained model should produce after the prompt, and the evaluator reads."""
+        if self.answer_format == "json":
+            return f" {JSON_OPENING}{label}\"}}"
+        return self.label_words[label]
+
+    def scored_continuations(self) -> dict[str, str]:
+        """label -> the text whose log-probability score mode compares (after the prompt)."""
+        if self.answer_format == "json":
+            return {label: f" {JSON_OPENING}{label}" for label in LABELS}
+        return {label: self.label_words[label] for label in LABELS}
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    """A template by name (configs/prompts/<name>.yaml) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROMPTS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")))
+        raise ConfigError(f"prompt template {name_or_path!r} not found; shipped templates: {shipped}, or pass a YAML path")
+    source = path.read_text(encoding="utf-8")
+    values = yaml.safe_load(source)
+    required = {"name", "user", "label_words"}
+    missing = sorted(required - set(values))
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}")
+    words = values["label_words"]
+    if set(words) != {HATE, NORMAL}:
+        raise ConfigError(f"{path}: label_words must have exactly the keys hate and normal, got {sorted(words)}")
+    if words[HATE].strip() == words[NORMAL].strip():
+        raise ConfigError(f"{path}: the two label words must differ")
+    answer_format = values.get("answer_format", "word")
+    if answer_format not in ("word", "json"):
+        raise ConfigError(f"{path}: answer_format must be word or json, got {answer_format!r}")
+    few_shot = tuple(FewShot(**shot) for shot in values.get("few_shot") or ())
+    if few_shot and "{examples}" not in values["user"]:
+        raise ConfigError(f"{path}: has few_shot examples but no {{examples}} slot in user")
+    return PromptTemplate(
+        name=values["name"], system=values.get("system", ""), user=values["user"],
+        answer_prefix=values.get("answer_prefix", ""), answer_format=answer_format,
+        label_words=dict(words), example_format=values.get("example_format", "Post: {text}\nAnswer: {label}"),
+        few_shot=few_shot, source=source,
+    )
+
+
+def is_harmony(tokenizer) -> bool:
+    """gpt-oss models speak the harmony format: channels, with the answer in `final`."""
+    return "<|channel|>" in (tokenizer.chat_template or "")
+
+
+def render_prompt(template: PromptTemplate, text: str, tokenizer, *, prefill_answer: bool = True) -> str:
+    """The full prompt string, ending exactly where the answer begins.
+
+    prefill_answer=True (score mode and training): the assistant turn is opened, with harmony's final
+    channel for gpt-oss, and the template's answer prefix follows. False (generate mode): only the
+    generation prompt, so a reasoning model may think before it answers.
+    """
+    if not tokenizer.chat_template:
+        raise ConfigError("the tokenizer has no chat template; hatelens supplies one for gemma3-270m, "
+                          "for other base models set tokenizer.chat_template in the model folder")
+    prompt = tokenizer.apply_chat_template(
+        template.messages(text), tokenize=False, add_generation_prompt=True
+    )
+    if not prefill_answer:
+        return prompt
+    opening = HARMONY_FINAL if is_harmony(tokenizer) else ""
+    return prompt + opening + template.answer_prefix
+
+
+def answer_json(label: str) -> str:
+    return json.dumps({"classification": label})

@@ -1,0 +1,605 @@
+"""Dataset loading, checks, samples, splits and the unified-split rebuild, on real files in tmp_path."""
+
+import csv
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from hatelens.data import (
+    Example,
+    examples_hash,
+    file_sha256,
+    load_examples,
+    normalize_group,
+    split_examples,
+    split_stats,
+    stratified_sample,
+    write_jsonl,
+)
+from hatelens.errors import ConfigError, DataError
+from hatelens.sources import build_unified
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIFIED_DIRS = (ROOT / "data" / "unified", ROOT.parent / "shared" / "data" / "unified")
+UNIFIED = next((folder for folder in UNIFIED_DIRS if (folder / "unified_train.json").is_file()), None)
+needs_unified = pytest.mark.skipif(UNIFIED is None, reason="the unified splits are not in data/unified")
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def jsonl(*records: dict) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+def raises(message: str):
+    """pytest.raises(DataError) whose message starts with `message` (matched literally)."""
+    return pytest.raises(DataError, match="^" + re.escape(message))
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nowhere.jsonl"
+    with raises(f"{path}: file not found; check the path"):
+        load_examples(path)
+
+
+def test_non_utf8_bytes_name_line_and_offset(tmp_path):
+    first = b'{"text": "fine", "label": "hate"}\n'
+    path = write(tmp_path, "latin1.jsonl", first + b'{"text": "caf\xe9", "label": "normal"}\n')
+    offset = len(first) + len(b'{"text": "caf')
+    with raises(f"{path}:2: byte 0xe9 at offset {offset} is not UTF-8; re-save the file as UTF-8"):
+        load_examples(path)
+
+
+def test_broken_jsonl_line(tmp_path):
+    path = write(tmp_path, "broken.jsonl", jsonl({"text": "a", "label": "hate"}) + '{"text": "b", "label": }\n')
+    with raises(f"{path}:2: not valid JSON (Expecting value, column 24); each line must be one JSON object"):
+        load_examples(path)
+
+
+def test_broken_json_array(tmp_path):
+    path = write(tmp_path, "broken.json", '[\n  {"text": "a", "label": "hate"},\n  {"text": "b",, }\n]\n')
+    with raises(f"{path}:3: not valid JSON"):
+        load_examples(path)
+
+
+def test_json_that_is_not_an_array(tmp_path):
+    path = write(tmp_path, "object.json", json.dumps({"text": "a", "label": "hate"}))
+    with raises(f"{path}: expected a JSON array of records, found {{"):
+        load_examples(path)
+
+
+def test_json_array_item_that_is_not_an_object(tmp_path):
+    path = write(tmp_path, "strings.json", json.dumps([{"text": "a", "label": "hate"}, "b"]))
+    with raises(f'{path}[1]: expected a JSON object with text and label, found "b"'):
+        load_examples(path)
+
+
+def test_missing_field_names_the_field_and_the_fields_present(tmp_path):
+    path = write(tmp_path, "typo.jsonl", jsonl({"txt": "a", "label": "hate"}))
+    with raises(f"{path}:1: missing field 'text' (fields present: txt, label); rename the field or pass --text-column"):
+        load_examples(path)
+
+
+def test_missing_label_in_json_array_names_the_index(tmp_path):
+    path = write(tmp_path, "nolabel.json", json.dumps([{"text": "a", "label": "hate"}, {"text": "b"}]))
+    with raises(f"{path}[1]: missing field 'label_binary' or 'label' (fields present: text)"):
+        load_examples(path)
+
+
+def test_missing_csv_column_mentions_the_flag(tmp_path):
+    path = write(tmp_path, "posts.csv", "content,label\nhello,normal\n")
+    with raises(f"{path}:1: no text column 'text' (columns: content, label); pass --text-column NAME"):
+        load_examples(path)
+
+
+def test_named_group_column_must_exist(tmp_path):
+    path = write(tmp_path, "posts.csv", "text,label\nhello,normal\n")
+    with raises(f"{path}:1: no group column 'community' (columns: text, label); pass --group-column NAME"):
+        load_examples(path, group_column="community")
+
+
+def test_unknown_label_lists_the_accepted_spellings(tmp_path):
+    path = write(tmp_path, "labels.csv", "text,label\nhello,normal\nhi,maybe\n")
+    with raises(f"{path}:3: unknown label 'maybe'; use one of the accepted spellings: 0, 1, hate,") as error:
+        load_examples(path)
+    assert "hateful" in str(error.value) and "non-hateful" in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_text(tmp_path, text):
+    path = write(tmp_path, "empty.jsonl", jsonl({"text": "a", "label": "hate"}, {"text": text, "label": "normal"}))
+    with raises(f"{path}:2: empty text {text!r}; fill it in, remove the record or pass --skip-empty-texts"):
+        load_examples(path)
+
+
+def test_empty_texts_can_be_skipped_with_a_warning(tmp_path):
+    records = [{"text": "a", "label": "hate"}, {"text": " ", "label": "normal"}, {"text": "b", "label": "normal"}]
+    path = write(tmp_path, "empty.json", json.dumps(records))
+    result = load_examples(path, skip_empty_texts=True)
+    assert [example.text for example in result.examples] == ["a", "b"]
+    assert result.warnings == [f"{path}: records skipped for empty text: 1, e.g. [1]"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.jsonl", ""),
+        ("blank.jsonl", "\n  \n"),
+        ("empty.json", "[]"),
+        ("header.csv", "text,label\n"),
+        ("empty.csv", ""),
+    ],
+)
+def test_file_without_records(tmp_path, name, content):
+    path = write(tmp_path, name, content)
+    with raises(f"{path}: no records in the file; add at least one labelled text"):
+        load_examples(path)
+
+
+def test_duplicate_explicit_id(tmp_path):
+    path = write(tmp_path, "ids.jsonl", jsonl(*({"id": "a", "text": text, "label": "hate"} for text in ("x", "y"))))
+    with raises(f"{path}:2: duplicate id 'a' (first at {path}:1); give every record its own id"):
+        load_examples(path)
+
+
+def test_duplicate_source_id_in_unified_json(tmp_path):
+    record = {"text": "x", "label_binary": "hate", "source_dataset": "toxigen", "original_id": "toxigen_7"}
+    path = write(tmp_path, "unified.json", json.dumps([record, dict(record, text="y")]))
+    with raises(f"{path}[1]: duplicate id 'toxigen-toxigen_7' (first at {path}[0])"):
+        load_examples(path)
+
+
+def test_unknown_suffix_and_unknown_format(tmp_path):
+    path = write(tmp_path, "posts.txt", "hello\n")
+    with raises(f"{path}: cannot tell the format from the suffix '.txt'; rename it to .json, .jsonl or .csv or pass"):
+        load_examples(path)
+    with pytest.raises(ConfigError, match="^unknown data format 'tsv'; choose one of json, jsonl, csv, hatecheck$"):
+        load_examples(path, format="tsv")
+
+
+# ---- formats --------------------------------------------------------------------------------------
+
+SPELLINGS = [
+    ("hate", "hate"), ("hateful", "hate"), ("1", "hate"), (1, "hate"), (True, "hate"), ("hate_speech", "hate"),
+    ("hatespeech", "hate"), ("HATEFUL", "hate"), (" Hate ", "hate"),
+    ("normal", "normal"), ("not_hate", "normal"), ("not hate", "normal"), ("non-hateful", "normal"),
+    ("non_hateful", "normal"), ("not_hateful", "normal"), ("0", "normal"), (0, "normal"), (False, "normal"),
+    ("Normal", "normal"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spelling", "label"), SPELLINGS)
+def test_label_spellings(tmp_path, spelling, label):
+    path = write(tmp_path, "labels.jsonl", jsonl({"text": "a", "label": spelling}))
+    assert load_examples(path).examples[0].label == label
+
+
+def test_unified_json(tmp_path):
+    records = [
+        {"text": "t1", "label_binary": "hate", "target_group_norm": "lgbtq", "source_dataset": "hatexplain",
+         "original_id": "1_gab", "persona_tag": "homosexual"},
+        {"text": "t2", "label": "normal", "group": "Middle-East"},
+        {"text": "t3", "label": "normal", "target_group": "LGBTQ+"},
+        {"text": "t4", "label": 1},
+    ]  # fmt: skip
+    path = write(tmp_path, "mixed.json", json.dumps(records))
+    assert load_examples(path).examples == [
+        Example("hatexplain-1_gab", "t1", "hate", "lgbtq", "hatexplain"),
+        Example("mixed-1", "t2", "normal", "middle_east"),
+        Example("mixed-2", "t3", "normal", "lgbtq"),
+        Example("mixed-3", "t4", "hate", "unknown"),
+    ]
+
+
+def test_plain_jsonl_ids_and_groups(tmp_path):
+    content = jsonl({"id": "p1", "text": "a", "label": "hate", "group": "Mexican"}) + "\n"
+    content += jsonl({"text": "b", "label": "normal", "target_group_norm": "middle_east", "source": "mine"})
+    path = write(tmp_path, "posts.jsonl", content)
+    assert load_examples(path).examples == [
+        Example("p1", "a", "hate", "mexican"),
+        Example("posts-3", "b", "normal", "middle_east", "mine"),  # line 3: line 2 is blank
+    ]
+
+
+def chat(user: str, answer: str, **fields) -> dict:
+    messages = [
+        {"role": "system", "content": "Classify the text."},
+        {"role": "user", "content": "an earlier question"},
+        {"role": "assistant", "content": "normal"},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+    return {"messages": messages, **fields}
+
+
+def test_chat_records(tmp_path):
+    path = write(
+        tmp_path,
+        "sft.jsonl",
+        jsonl(
+            chat("plain answer", "hate", id="c1", group="gay"),
+            chat("json answer", '{"classification": "normal"}'),
+            chat("spaced answer", " Hateful\n"),
+        ),
+    )
+    assert load_examples(path).examples == [
+        Example("c1", "plain answer", "hate", "lgbtq"),
+        Example("sft-2", "json answer", "normal", "unknown"),
+        Example("sft-3", "spaced answer", "hate", "unknown"),
+    ]
+
+
+def test_chat_record_errors(tmp_path):
+    path = write(tmp_path, "no_answer.jsonl", jsonl({"messages": [{"role": "user", "content": "hi"}]}))
+    with raises(f"{path}:1: chat record has no assistant turn; add the label"):
+        load_examples(path)
+    path = write(tmp_path, "bad_json.jsonl", jsonl(chat("hi", '{"classification": hate}')))
+    with raises(f"""{path}:1: assistant answer '{{"classification": hate}}' is not valid JSON"""):
+        load_examples(path)
+    path = write(tmp_path, "no_key.jsonl", jsonl(chat("hi", '{"answer": "hate"}')))
+    with raises(f"""{path}:1: assistant answer '{{"answer": "hate"}}' has no 'classification' field"""):
+        load_examples(path)
+    path = write(tmp_path, "sentence.jsonl", jsonl(chat("hi", "I think this is hate.")))
+    with raises(f"{path}:1: unknown label 'I think this is hate.'"):
+        load_examples(path)
+
+
+def test_csv_defaults_and_column_flags(tmp_path):
+    path = write(tmp_path, "default.csv", 'text,label,group\nhello,normal,Arab\n"two\nlines",1,\n')
+    assert load_examples(path).examples == [
+        Example("default-2", "hello", "normal", "arab"),
+        Example("default-4", "two\nlines", "hate", "unknown"),  # a record ends on the line its id names
+    ]
+    path = write(tmp_path, "custom.csv", "post,verdict,community\nhello,hateful,LGBT\n")
+    examples = load_examples(path, text_column="post", label_column="verdict", group_column="community").examples
+    assert examples == [Example("custom-2", "hello", "hate", "lgbtq")]
+
+
+def test_csv_with_byte_order_mark(tmp_path):
+    path = write(tmp_path, "excel.csv", "\ufefftext,label\nhello,normal\n".encode())
+    assert load_examples(path).examples == [Example("excel-2", "hello", "normal", "unknown")]
+
+
+def test_csv_bad_label_names_its_line(tmp_path):
+    path = write(tmp_path, "lines.csv", 'text,label\n"multi\nline",hate\nbad,3\n')
+    with raises(f"{path}:4: unknown label '3'"):
+        load_examples(path)
+
+
+HATECHECK = [
+    ["case_id", "functionality", "test_case", "label_gold", "target_ident"],
+    ["1", "derog_neg_emote_h", "I hate gay people.", "hateful", "gay people"],
+    ["2", "ident_neutral_nh", "Many Muslims live here.", "non-hateful", "Muslims"],
+    ["3", "spell_char_swap_h", "I h8 them all.", "hateful", ""],
+]
+
+
+def write_hatecheck(folder: Path) -> Path:
+    path = folder / "hatecheck.csv"
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows(HATECHECK)
+    return path
+
+
+def test_hatecheck_format(tmp_path):
+    examples = load_examples(write_hatecheck(tmp_path), format="hatecheck").examples
+    assert examples == [
+        Example("1", "I hate gay people.", "hate", "lgbtq", "hatecheck"),
+        Example("2", "Many Muslims live here.", "normal", "muslims", "hatecheck"),
+        Example("3", "I h8 them all.", "hate", "unknown", "hatecheck"),
+    ]
+    assert [example.extra for example in examples] == [
+        {"functionality": "derog_neg_emote_h"},
+        {"functionality": "ident_neutral_nh"},
+        {"functionality": "spell_char_swap_h"},
+    ]
+
+
+def test_hatecheck_file_loads_as_plain_csv_with_flags(tmp_path):
+    path = write_hatecheck(tmp_path)
+    plain = load_examples(path, text_column="test_case", label_column="label_gold", group_column="target_ident")
+    hatecheck = load_examples(path, format="hatecheck")
+    as_tuples = [(example.id, example.text, example.label, example.group) for example in plain.examples]
+    assert as_tuples == [(example.id, example.text, example.label, example.group) for example in hatecheck.examples]
+    columns = "case_id, functionality, test_case, label_gold, target_ident"
+    with raises(f"{path}:1: no text column 'text' (columns: {columns}); pass --text-column NAME"):
+        load_examples(path)
+
+
+@pytest.mark.parametrize(
+    ("given", "group"),
+    [
+        ("LGBTQ", "lgbtq"), ("lgbtq+", "lgbtq"), ("lgbt", "lgbtq"), ("Homosexual", "lgbtq"), ("gay", "lgbtq"),
+        ("middle-east", "middle_east"), ("Middle Eastern", "middle_east"), ("middle_east", "middle_east"),
+        ("Mexican", "mexican"), ("latino", "latino"), ("Arab", "arab"), ("muslim", "muslim"),
+        (None, "unknown"), ("  ", "unknown"),
+    ],
+)  # fmt: skip
+def test_group_names(given, group):
+    assert normalize_group(given) == group
+
+
+# ---- warnings -------------------------------------------------------------------------------------
+
+
+def test_duplicate_text_and_conflicting_label_warnings(tmp_path):
+    path = write(
+        tmp_path,
+        "dupes.jsonl",
+        jsonl(
+            {"text": "Same words", "label": "hate"},
+            {"text": "other", "label": "normal"},
+            {"text": "same  WORDS ", "label": "hate"},
+            {"text": "twice", "label": "normal"},
+            {"text": "twice", "label": "hate"},
+        ),
+    )
+    result = load_examples(path)
+    assert len(result.examples) == 5
+    assert result.warnings == [
+        f"{path}: duplicate texts: 2 (2 extra rows), e.g. line 1 and line 3; drop copies that should not count twice",
+        f"{path}: texts with both labels: 1, e.g. line 4 (normal) and line 5 (hate); fix the label or drop one",
+    ]
+
+
+def test_clean_file_has_no_warnings(tmp_path):
+    path = write(tmp_path, "clean.jsonl", jsonl({"text": "a", "label": "hate"}, {"text": "b", "label": "normal"}))
+    assert load_examples(path).warnings == []
+
+
+# ---- samples and splits ---------------------------------------------------------------------------
+
+
+def population() -> list[Example]:
+    """100 examples: 60 hate/lgbtq, 30 normal/mexican, 10 normal/middle_east, interleaved."""
+    strata = [("hate", "lgbtq")] * 6 + [("normal", "mexican")] * 3 + [("normal", "middle_east")]
+    return [Example(f"e{index}", f"text {index}", *strata[index % 10]) for index in range(100)]
+
+
+def test_stratified_sample_is_proportional_ordered_and_seeded():
+    examples = population()
+    sample = stratified_sample(examples, 10, seed=3)
+    assert Counter((example.label, example.group) for example in sample) == {
+        ("hate", "lgbtq"): 6,
+        ("normal", "mexican"): 3,
+        ("normal", "middle_east"): 1,
+    }
+    positions = [examples.index(example) for example in sample]
+    assert positions == sorted(positions)
+    assert stratified_sample(examples, 10, seed=3) == sample
+    assert stratified_sample(examples, 10, seed=4) != sample
+
+
+def test_stratified_sample_largest_remainder():
+    examples = population()
+    for n in range(0, 101, 7):
+        counts = Counter((example.label, example.group) for example in stratified_sample(examples, n, seed=0))
+        assert sum(counts.values()) == n
+        for key, size in Counter((example.label, example.group) for example in examples).items():
+            assert n * size // 100 <= counts[key] <= -(-n * size // 100)  # floor <= count <= ceil
+
+
+def test_stratified_sample_bounds():
+    examples = population()
+    assert stratified_sample(examples, 100, seed=0) == examples
+    assert stratified_sample(examples, 500, seed=0) == examples
+    assert stratified_sample(examples, 0, seed=0) == []
+    with pytest.raises(ConfigError, match="^sample size must be 0 or more, got -1$"):
+        stratified_sample(examples, -1, seed=0)
+
+
+def test_split_examples_small():
+    examples = population()
+    train, validation = split_examples(examples, validation_fraction=0.15, seed=1)
+    assert (len(train), len(validation)) == (85, 15)
+    assert sorted(train + validation, key=examples.index) == examples
+    # quotas 9, 4.5, 1.5: the remainders tie, so the spare example goes to the first stratum by name
+    assert Counter(example.group for example in validation) == {"lgbtq": 9, "mexican": 5, "middle_east": 1}
+    assert split_examples(examples, validation_fraction=0.15, seed=1) == (train, validation)
+    with pytest.raises(ConfigError, match="^validation_fraction must be between 0 and 1, got 1.5$"):
+        split_examples(examples, validation_fraction=1.5, seed=1)
+
+
+@needs_unified
+def test_split_of_unified_train_is_3083_and_545():
+    examples = load_examples(UNIFIED / "unified_train.json").examples
+    train, validation = split_examples(examples, validation_fraction=545 / 3628, seed=0)
+    assert (len(train), len(validation)) == (3083, 545)
+    assert {example.id for example in train}.isdisjoint(example.id for example in validation)
+    assert split_examples(examples, validation_fraction=545 / 3628, seed=0) == (train, validation)
+
+
+# ---- files and hashes -----------------------------------------------------------------------------
+
+
+def test_write_jsonl_round_trip(tmp_path):
+    examples = [
+        Example("a", 'quotes " and \\ backslash', "hate", "lgbtq", "hatexplain"),
+        Example("b", "line\u2028separator and émoji 🙂", "normal", "middle_east", None),
+        Example("c", "two\nlines", "normal", "unknown", "toxigen"),
+    ]
+    path = tmp_path / "data" / "train.jsonl"
+    write_jsonl(examples, path)
+    assert load_examples(path).examples == examples
+    assert json.loads(path.read_text(encoding="utf-8").split("\n")[0]) == {
+        "id": "a", "text": 'quotes " and \\ backslash', "label": "hate", "group": "lgbtq", "source": "hatexplain",
+    }  # fmt: skip
+    assert [file.name for file in path.parent.iterdir()] == ["train.jsonl"]  # no temporary file left
+
+
+def test_hashes(tmp_path):
+    path = write(tmp_path, "bytes.bin", b"hatelens")
+    assert file_sha256(path) == hashlib.sha256(b"hatelens").hexdigest()
+    examples = population()[:3]
+    assert examples_hash(examples) == examples_hash(list(examples))
+    relabelled = [examples[0], Example("e1", "text 1", "normal", "lgbtq"), examples[2]]
+    assert examples_hash(relabelled) != examples_hash(examples)
+    assert examples_hash(examples[::-1]) != examples_hash(examples)
+
+
+def test_split_stats_small():
+    train = [Example("t1", "Same text", "hate", "lgbtq", "toxigen"), Example("t2", "other", "normal", "mexican")]
+    test = [Example("s1", " same   TEXT", "normal", "lgbtq", "toxigen")]
+    stats = split_stats({"train": train, "test": test})
+    assert stats["splits"]["train"] == {
+        "examples": 2,
+        "by_label": {"hate": 1, "normal": 1},
+        "by_group": {"lgbtq": 1, "mexican": 1},
+        "by_source": {"toxigen": 1, "unknown": 1},
+        "by_label_group": {"hate": {"lgbtq": 1}, "normal": {"mexican": 1}},
+    }
+    assert stats["overlaps"] == [
+        {"splits": ["train", "test"], "shared_texts": 1, "ids": [{"train": ["t1"], "test": ["s1"]}]},
+    ]
+
+
+@needs_unified
+def test_unified_files_match_the_data_card():
+    with raises(f"{UNIFIED / 'unified_val.json'}[227]: empty text ''"):
+        load_examples(UNIFIED / "unified_val.json")
+    splits = {
+        name: load_examples(UNIFIED / f"unified_{name}.json", skip_empty_texts=True).examples
+        for name in ("train", "val", "test")
+    }
+    stats = split_stats(splits)
+    assert stats["splits"]["train"]["by_label"] == {"hate": 1703, "normal": 1925}
+    assert stats["splits"]["test"]["by_group"] == {"lgbtq": 494, "mexican": 209, "middle_east": 306}
+    assert stats["splits"]["test"]["by_source"] == {"hatexplain": 461, "toxigen": 548}
+    shared = {tuple(overlap["splits"]): overlap["shared_texts"] for overlap in stats["overlaps"]}
+    assert shared == {("train", "val"): 2, ("train", "test"): 3, ("val", "test"): 1}
+    assert all(len(ids) == 2 for overlap in stats["overlaps"] for ids in overlap["ids"])
+
+
+@needs_unified
+def test_unified_train_warnings_match_the_data_card():
+    path = UNIFIED / "unified_train.json"
+    assert load_examples(path).warnings == [
+        f"{path}: duplicate texts: 4 (4 extra rows), e.g. [260] and [1662]; drop copies that should not count twice",
+        f"{path}: texts with both labels: 1, e.g. [1168] (normal) and [1849] (hate); fix the label or drop one",
+    ]
+
+
+# ---- rebuilding the unified splits ----------------------------------------------------------------
+
+
+def annotator(label: str, *targets: str) -> dict:
+    return {"label": label, "annotator_id": 1, "target": list(targets)}
+
+
+def hatexplain_post(post_id: str, labels: list[str], targets: list[list[str]], rationales=()) -> dict:
+    return {
+        "post_id": post_id,
+        "annotators": [annotator(label, *target) for label, target in zip(labels, targets)],
+        "rationales": list(rationales),
+        "post_tokens": ["post", post_id, "words"],
+    }
+
+
+def write_sources(folder: Path) -> tuple[Path, Path]:
+    homosexual = [["Homosexual"], ["Homosexual", "Women"], ["None"]]
+    posts = [
+        hatexplain_post("1_gab", ["hatespeech", "hatespeech", "normal"], homosexual, [[0, 1, 0], [0, 1, 1]]),
+        hatexplain_post("2_twitter", ["offensive", "normal", "offensive"], [["Arab"], ["Arab"], ["Islam"]]),
+        hatexplain_post("3_gab", ["normal", "normal", "normal"], [["Hispanic"], ["Hispanic"], ["None"]]),
+        hatexplain_post("4_gab", ["hatespeech", "offensive", "normal"], homosexual),  # no majority label
+        hatexplain_post("5_gab", ["hatespeech"] * 3, [["African"], ["African"], ["Homosexual"]]),  # other group
+        hatexplain_post("6_gab", ["hatespeech"] * 3, [["Arab", "Homosexual"]] * 3),  # two of our groups
+    ]
+    for index in range(7, 17):
+        posts.append(hatexplain_post(f"{index}_gab", ["normal"] * 3, [["Homosexual"]] * 3))
+    hatexplain = folder / "dataset.json"
+    hatexplain.write_text(json.dumps({post["post_id"]: post for post in posts}), encoding="utf-8")
+    toxigen = folder / "toxigen.csv"
+    rows = [["text", "target_group", "prompt_label"]]
+    for index in range(20):
+        group = ("lgbtq", "mexican", "middle_east", "black")[index % 4]
+        rows.append([f"statement {index} about {group}", group, str(index % 2)])
+    rows.append(["   ", "lgbtq", "1"])  # empty text: skipped
+    with open(toxigen, "w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows(rows)
+    return hatexplain, toxigen
+
+
+def test_build_unified_from_synthetic_sources(tmp_path):
+    hatexplain, toxigen = write_sources(tmp_path)
+    paths = build_unified(hatexplain, toxigen, tmp_path / "unified", seed=0)
+    assert sorted(paths) == ["test", "train", "val"]
+    splits = {name: load_examples(path).examples for name, path in paths.items()}
+    everything = [example for examples in splits.values() for example in examples]
+    assert len(everything) == 13 + 15  # 13 HateXplain posts kept, 15 ToxiGen rows about our groups
+    assert {name: len(examples) for name, examples in splits.items()} == {"train": 19, "val": 3, "test": 6}
+    assert len({example.id for example in everything}) == len(everything)
+    by_id = {example.id: example for example in everything}
+    assert by_id["hatexplain-1_gab"] == Example("hatexplain-1_gab", "post 1_gab words", "hate", "lgbtq", "hatexplain")
+    assert by_id["hatexplain-2_twitter"].label == "normal"
+    assert by_id["hatexplain-2_twitter"].group == "middle_east"
+    assert by_id["hatexplain-3_gab"].group == "mexican"
+    assert not {"hatexplain-4_gab", "hatexplain-5_gab", "hatexplain-6_gab"} & by_id.keys()
+    assert by_id["toxigen-toxigen_1"] == Example(
+        "toxigen-toxigen_1", "statement 1 about mexican", "hate", "mexican", "toxigen"
+    )
+    assert by_id["toxigen-toxigen_0"].label == "normal"
+    assert "toxigen-toxigen_3" not in by_id  # black: not one of the three groups
+    records = {
+        record["original_id"]: record
+        for path in paths.values()
+        for record in json.loads(path.read_text(encoding="utf-8"))
+    }
+    assert records["1_gab"] == {
+        "text": "post 1_gab words",
+        "label_binary": "hate",
+        "label_multiclass": "hatespeech",
+        "target_group_norm": "lgbtq",
+        "persona_tag": "homosexual",
+        "source_dataset": "hatexplain",
+        "original_id": "1_gab",
+        "rationale_text": "1_gab",
+        "split": None,
+    }
+    assert records["toxigen_2"]["label_multiclass"] == "benign_implicit"
+    again = build_unified(hatexplain, toxigen, tmp_path / "again", seed=0)
+    assert all(again[name].read_bytes() == path.read_bytes() for name, path in paths.items())  # seeded
+
+
+def test_build_unified_from_annotated_toxigen_folder(tmp_path):
+    hatexplain, _ = write_sources(tmp_path)
+    folder = tmp_path / "toxigen"
+    folder.mkdir()
+    rows = [["text", "target_group", "toxicity_human"], ["a", "LGBTQ+ folks", "4.3"], ["b", "mexican folks", "1.0"]]
+    with open(folder / "annotated_test.csv", "w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows(rows)
+    paths = build_unified(hatexplain, folder, tmp_path / "unified", seed=0)
+    toxigen = [e for path in paths.values() for e in load_examples(path).examples if e.source == "toxigen"]
+    assert sorted((example.text, example.label, example.group) for example in toxigen) == [
+        ("a", "hate", "lgbtq"),
+        ("b", "normal", "mexican"),
+    ]
+
+
+def test_build_unified_errors(tmp_path):
+    hatexplain, toxigen = write_sources(tmp_path)
+    bad_csv = write(tmp_path, "bad.csv", "sentence,target_group,prompt_label\nhi,lgbtq,1\n")
+    with raises(f"{bad_csv}:1: no column 'text' or 'generation' (columns: sentence, target_group, prompt_label)"):
+        build_unified(hatexplain, bad_csv, tmp_path / "out", seed=0)
+    bad_label = write(tmp_path, "label.csv", "text,target_group,prompt_label\nhi,lgbtq,yes\n")
+    with raises(f"{bad_label}:2: prompt_label 'yes' is not a number"):
+        build_unified(hatexplain, bad_label, tmp_path / "out", seed=0)
+    no_annotators = write(tmp_path, "posts.json", json.dumps({"9_gab": {"post_tokens": ["hi"]}}))
+    with raises(f"{no_annotators}['9_gab']: missing field 'annotators' (fields present: post_tokens)"):
+        build_unified(no_annotators, toxigen, tmp_path / "out", seed=0)
+    with raises(f"{tmp_path / 'missing.json'}: file not found"):
+        build_unified(tmp_path / "missing.json", toxigen, tmp_path / "out", seed=0)
