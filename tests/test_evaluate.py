@@ -126,3 +126,17 @@ def test_few_shot_examples_in_the_evaluated_data_are_refused(tmp_path, classifie
     config.model.template = "policy_persona"
     with pytest.raises(DataError, match="few-shot"):
         evaluate(config, classifier=classifier, progress=False)
+
+
+def test_rethreshold_equals_scoring_again_with_the_thresholds(dataset, tmp_path, classifier):
+    from hatelens.evaluate import rethreshold
+
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(json.dumps({"threshold": 0.55, "per_group": {"mexican": 0.45}}))
+    plain = evaluate(make_config(dataset, tmp_path / "plain"), classifier=classifier, progress=False)
+    rescored = evaluate(make_config(dataset, tmp_path / "rescored", thresholds=str(thresholds)),
+                        classifier=classifier, progress=False)
+    moved = rethreshold(plain.run_dir, str(thresholds), tmp_path / "moved")
+    for key in ("f1", "fpr", "fnr", "accuracy", "roc_auc"):
+        assert moved.metrics[key] == rescored.metrics[key]
+    assert moved.metrics["run"]["rethresholded_from"] == str(plain.run_dir)

@@ -159,3 +159,46 @@ def _merge(low: dict, high: dict) -> dict:
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+@dataclass
+class ServeLimits:
+    """Bounds on one request and on the micro-batches of `hatelens serve`."""
+
+    max_body_bytes: int = 1_000_000  # a larger request body gets 413
+    max_texts: int = 64  # texts in one request; more get 422
+    max_text_chars: int = 10_000  # a longer text gets 422
+    max_batch_texts: int = 32  # concurrent requests are merged into one forward pass up to this many texts
+    max_wait_ms: float = 10.0  # how long a batch waits for company once its first request arrived
+
+
+@dataclass
+class ServeConfig:
+    """`hatelens serve`: the classifier behind HTTP, every prediction logged."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 accepts connections from other machines
+    port: int = 8000
+    db: str = "predictions.sqlite"  # SQLite prediction log (WAL mode)
+    thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
+    threshold: float = 0.5  # used when no thresholds file is given
+    log_text: bool = False  # store the texts themselves in the log, not only their SHA-256
+    api_key_env: str = "HATELENS_API_KEY"  # when this variable is set, requests need "Authorization: Bearer <key>"
+    metric_groups: str = "lgbtq,mexican,middle_east"  # groups named in /metrics; others count as "other"
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class MonitorConfig:
+    """`hatelens monitor`: windows over the prediction log, per-group rates, drift, alerts."""
+
+    db: str = "predictions.sqlite"
+    reference: str | None = None  # run folder (or its predictions.jsonl) whose scores are the expected distribution
+    window: str = "1d"  # window length: 30m, 6h, 1d, 1w
+    since: str | None = None  # only predictions newer than this: a duration back from now (7d) or a UTC date
+    max_group_fpr: float = 0.30  # alert when a group's FPR on reviewed predictions exceeds this
+    max_group_flagged_rate: float = 0.60  # alert when a group's share of "hate" predictions exceeds this
+    max_psi: float = 0.20  # alert when score drift exceeds this (PSI > 0.2 is the usual "shifted" line)
+    min_rows: int = 30  # rates and drift from fewer rows in a window are shown but never alert
+    min_feedback: int = 20  # FPR needs at least this many reviewed normal posts in the group and window
+    psi_bins: int = 10  # drift bins: quantiles of the reference scores

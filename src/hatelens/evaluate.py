@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from hatelens import data, metrics, prompts, runs
 from hatelens.backends import create_backend
-from hatelens.config import EvalConfig, to_dict
+from hatelens.config import EvalConfig, from_dict, to_dict
 from hatelens.errors import ConfigError, DataError
 from hatelens.labels import HATE, NORMAL
 from hatelens.summary import format_summary
@@ -108,21 +110,28 @@ def config_hash(config: EvalConfig, examples) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True) -> EvalResult:
-    """Score every example, write the run folder, return its metrics and summary."""
+def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_dir: Path | None = None) -> EvalResult:
+    """Score every example, write the run folder, return its metrics and summary.
+
+    run_dir: a fixed folder (the pipeline's steps) instead of a new timestamped one; a finished folder
+    is returned as it is, an unfinished one resumed.
+    """
     examples, warnings = load_eval_examples(config)
     template = prompts.load_template(config.model.template) if config.model.backend != "reference" else None
     if template:
         check_no_leakage(examples, template)
     thresholds = load_thresholds(config.thresholds, config.threshold)
     identity = config_hash(config, examples)
-    run_dir = runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
+    if run_dir is not None and (Path(run_dir) / DONE_FILE).is_file():
+        return load_result(Path(run_dir))
+    run_dir = Path(run_dir) if run_dir else runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
     done = read_predictions(run_dir / PREDICTIONS) if run_dir else {}
-    if run_dir:
+    if done:
         logger.info("resuming %s: %d of %d predictions already written", run_dir, len(done), len(examples))
-    else:
-        run_dir = runs.new_run_dir(Path(config.output_dir), config.name or default_name(config))
     classifier = classifier or create_backend(config.model.backend, config.model)
+    if run_dir is None:
+        run_dir = runs.new_run_dir(Path(config.output_dir), config.name or default_name(config))
+    run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_yaml(run_dir / "config.yaml", to_dict(config))
     runs.write_json(run_dir / "manifest.json", runs.manifest(
         step="evaluate", config_hash=identity, model_version=classifier.model_version,
@@ -137,19 +146,70 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True) -> E
     wall_s = time.perf_counter() - started
     done = read_predictions(run_dir / PREDICTIONS)
     rows = [done[example.id] for example in examples]
+    run_info = {"model_version": classifier.model_version, "mode": classifier.mode,
+                "template": template.name if template else None, "data": str(config.data),
+                "max_samples": config.max_samples, "thresholds": thresholds,
+                "scoring_wall_s": round(wall_s, 2), "resumed_rows": resumed_rows}
+    return finish_run(run_dir, rows, run_info, config)
+
+
+def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConfig) -> EvalResult:
+    """metrics.json + summary.txt from prediction rows (in data order); metrics.json is written last."""
     result = metrics.compute_metrics(
         [row["label"] for row in rows], [row["prediction"] for row in rows],
         [row["score"] for row in rows], [row["group"] for row in rows],
         n_bootstrap=config.n_bootstrap, seed=config.seed,
     )
-    result["run"] = {"model_version": classifier.model_version, "mode": classifier.mode,
-                     "template": template.name if template else None, "data": str(config.data),
-                     "max_samples": config.max_samples, "thresholds": thresholds,
-                     "scoring_wall_s": round(wall_s, 2), "resumed_rows": resumed_rows}
+    result["run"] = run_info
     summary = format_summary(result, target_f1=config.target_f1)
     runs.write_atomic(run_dir / "summary.txt", summary)
     runs.write_json(run_dir / DONE_FILE, result)  # written last: its presence marks the run finished
-    return EvalResult(run_dir=run_dir, metrics=result, summary=summary, resumed_rows=resumed_rows)
+    return EvalResult(run_dir=run_dir, metrics=result, summary=summary, resumed_rows=run_info.get("resumed_rows", 0))
+
+
+def load_result(run_dir: Path) -> EvalResult:
+    """A finished run folder as an EvalResult."""
+    run_dir = Path(run_dir)
+    return EvalResult(run_dir=run_dir, metrics=json.loads((run_dir / DONE_FILE).read_text()),
+                      summary=(run_dir / "summary.txt").read_text(), resumed_rows=0)
+
+
+def rethreshold(source_run: Path, thresholds_path: str, run_dir: Path) -> EvalResult:
+    """The same scores under other decision thresholds, as a run folder of its own (no re-scoring).
+
+    Only score-mode runs qualify: a generate-mode answer has no score to threshold.
+    """
+    source_run, run_dir = Path(source_run), Path(run_dir)
+    if (run_dir / DONE_FILE).is_file():
+        return load_result(run_dir)
+    config = from_dict(EvalConfig, yaml.safe_load((source_run / "config.yaml").read_text()),
+                       where=str(source_run / "config.yaml"))
+    config.thresholds = str(thresholds_path)
+    thresholds = load_thresholds(config.thresholds, config.threshold)
+    source_rows = [json.loads(line) for line in (source_run / PREDICTIONS).read_text().splitlines()]
+    if any(row["score"] is None for row in source_rows):
+        raise ConfigError(f"{source_run} has rows without a score (generate mode): evaluate again with --thresholds")
+    rows = []
+    for row in source_rows:
+        prediction, threshold = decide(row["score"], None, row["group"], thresholds)
+        rows.append({**row, "prediction": prediction, "threshold": threshold})
+    order = {example_id: index for index, example_id in enumerate(_data_order(source_run))}
+    rows.sort(key=lambda row: order[row["id"]])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_yaml(run_dir / "config.yaml", to_dict(config))
+    source_manifest = json.loads((source_run / "manifest.json").read_text())
+    runs.write_json(run_dir / "manifest.json", {**source_manifest, **runs.manifest(
+        step="rethreshold", source_run=str(source_run), thresholds=thresholds)})
+    runs.write_atomic(run_dir / PREDICTIONS, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    source_info = json.loads((source_run / DONE_FILE).read_text())["run"]
+    return finish_run(run_dir, rows, {**source_info, "thresholds": thresholds, "rethresholded_from": str(source_run)},
+                      config)
+
+
+def _data_order(run_dir: Path) -> list[str]:
+    config = from_dict(EvalConfig, yaml.safe_load((run_dir / "config.yaml").read_text()), where=str(run_dir))
+    examples, _ = load_eval_examples(config)
+    return [example.id for example in examples]
 
 
 def default_name(config: EvalConfig) -> str:
