@@ -202,3 +202,25 @@ class MonitorConfig:
     min_rows: int = 30  # rates and drift from fewer rows in a window are shown but never alert
     min_feedback: int = 20  # FPR needs at least this many reviewed normal posts in the group and window
     psi_bins: int = 10  # drift bins: quantiles of the reference scores
+
+
+@dataclass
+class GroupFprCaps:
+    """The fine-tuned model's FPR must stay below each group's cap (None: that group is not checked)."""
+
+    lgbtq: float | None = 0.35  # the seed's LGBTQ+ criterion
+    mexican: float | None = None
+    middle_east: float | None = None
+
+
+@dataclass
+class CriteriaConfig:
+    """`hatelens compare --criteria`: what "fine-tuning worked" means (configs/criteria/default.yaml)."""
+
+    baseline_f1_expected: float | None = None  # the baseline F1 you expect (e.g. a published figure); None: not checked
+    baseline_f1_tolerance: float = 0.01  # |baseline F1 - expected| must stay within this
+    finetuned_f1_min: float | None = 0.620  # the fine-tuned F1 must reach this; None: not checked
+    improvement_f1_min: float | None = 0.005  # ΔF1 must reach this AND McNemar p < significance_alpha
+    significance_alpha: float = 0.05
+    group_fpr_max: GroupFprCaps = field(default_factory=GroupFprCaps)
+    validation_loss_must_improve: bool = True  # last validation loss of training < its first

@@ -7,6 +7,7 @@ batches are planned from the whole dataset up front, so their composition (and p
 whether or not the run was interrupted.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from hatelens import data, metrics, prompts, runs
+from hatelens import data, metrics, prompts, runs, suites
 from hatelens.backends import create_backend
 from hatelens.config import EvalConfig, from_dict, to_dict
 from hatelens.errors import ConfigError, DataError
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 DONE_FILE = "metrics.json"
 CHUNK_BATCHES = 4  # batches per write: the most work an interruption can lose
+SHARD_NAME = "predictions.rank{rank}.jsonl"  # one per process of a multi-process run, merged at its end
 
 
 @dataclass
@@ -37,6 +39,7 @@ class EvalResult:
     metrics: dict
     summary: str
     resumed_rows: int  # rows found from an earlier, interrupted attempt
+    main_process: bool = True  # False in the other processes of a multi-process run (they print nothing)
 
 
 def load_eval_examples(config: EvalConfig) -> tuple[list, list[str]]:
@@ -124,25 +127,40 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     identity = config_hash(config, examples)
     if run_dir is not None and (Path(run_dir) / DONE_FILE).is_file():
         return load_result(Path(run_dir))
+    team = _process_team()  # None unless launched as several processes (accelerate launch, torchrun)
+    main = team is None or team.is_main_process
     run_dir = Path(run_dir) if run_dir else runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
+    if run_dir and main:
+        _merge_shards(run_dir)  # rows of an interrupted multi-process attempt
     done = read_predictions(run_dir / PREDICTIONS) if run_dir else {}
     if done:
         logger.info("resuming %s: %d of %d predictions already written", run_dir, len(done), len(examples))
     classifier = classifier or create_backend(config.model.backend, config.model)
-    if run_dir is None:
+    if run_dir is None and main:
         run_dir = runs.new_run_dir(Path(config.output_dir), config.name or default_name(config))
+    if team is not None:  # every process takes the main process's folder and the rows already there
+        run_dir = Path(_broadcast(team, str(run_dir)))
+        done = read_predictions(run_dir / PREDICTIONS)
+        team.wait_for_everyone()
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_yaml(run_dir / "config.yaml", to_dict(config))
-    runs.write_json(run_dir / "manifest.json", runs.manifest(
-        step="evaluate", config_hash=identity, model_version=classifier.model_version,
-        mode=classifier.mode, data_file=str(config.data), data_sha256=data.file_sha256(config.data),
-        examples_sha256=data.examples_hash(examples), n_examples=len(examples),
-        prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
-        thresholds=thresholds, data_warnings=warnings,
-    ))
+    if main:
+        runs.write_yaml(run_dir / "config.yaml", to_dict(config))
+        runs.write_json(run_dir / "manifest.json", runs.manifest(
+            step="evaluate", config_hash=identity, model_version=classifier.model_version,
+            mode=classifier.mode, data_file=str(config.data), data_sha256=data.file_sha256(config.data),
+            examples_sha256=data.examples_hash(examples), n_examples=len(examples),
+            prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
+            thresholds=thresholds, data_warnings=warnings,
+        ))
     resumed_rows = len(done)
     started = time.perf_counter()
-    _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress)
+    _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress, team)
+    if team is not None:  # the main process merges every process's rows, in data order, and finishes alone
+        team.wait_for_everyone()
+        if not main:
+            team.wait_for_everyone()
+            return dataclasses.replace(load_result(run_dir), resumed_rows=resumed_rows, main_process=False)
+        _merge_shards(run_dir, examples)
     wall_s = time.perf_counter() - started
     done = read_predictions(run_dir / PREDICTIONS)
     rows = [done[example.id] for example in examples]
@@ -150,7 +168,12 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
                 "template": template.name if template else None, "data": str(config.data),
                 "max_samples": config.max_samples, "thresholds": thresholds,
                 "scoring_wall_s": round(wall_s, 2), "resumed_rows": resumed_rows}
-    return finish_run(run_dir, rows, run_info, config)
+    if team is not None:
+        run_info["processes"] = team.num_processes
+    result = finish_run(run_dir, rows, run_info, config)
+    if team is not None:
+        team.wait_for_everyone()  # the others read metrics.json once it is written
+    return result
 
 
 def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConfig) -> EvalResult:
@@ -162,6 +185,10 @@ def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConf
     )
     result["run"] = run_info
     summary = format_summary(result, target_f1=config.target_f1)
+    functionality = suites.per_functionality(rows)  # functional suites (HateCheck files) only
+    if functionality:
+        result["per_functionality"] = functionality
+        summary += "\n" + suites.format_functionality(functionality)
     runs.write_atomic(run_dir / "summary.txt", summary)
     runs.write_json(run_dir / DONE_FILE, result)  # written last: its presence marks the run finished
     return EvalResult(run_dir=run_dir, metrics=result, summary=summary, resumed_rows=run_info.get("resumed_rows", 0))
@@ -218,14 +245,20 @@ def default_name(config: EvalConfig) -> str:
     return f"{model}_{template}" if config.model.backend != "reference" else "reference"
 
 
-def _score_missing(classifier, examples, done, thresholds, path: Path, config: EvalConfig, progress: bool):
+def _score_missing(classifier, examples, done, thresholds, path: Path, config: EvalConfig, progress: bool,
+                   team=None):
     from tqdm import tqdm
 
-    chunk_size = config.model.batch_size * CHUNK_BATCHES
-    bar = tqdm(total=len(examples), initial=sum(example.id in done for example in examples), unit="sample",
+    chunks = plan_chunks(examples, config.model.batch_size * CHUNK_BATCHES)
+    if team is not None:  # every n-th chunk, each process into its own file (merged by the main process)
+        chunks = chunks[team.process_index::team.num_processes]
+        path = path.with_name(SHARD_NAME.format(rank=team.process_index))
+        progress = progress and team.is_main_process
+    share = [example for chunk in chunks for example in chunk]
+    bar = tqdm(total=len(share), initial=sum(example.id in done for example in share), unit="sample",
                disable=not progress, dynamic_ncols=True, desc="scoring")
     with open(path, "a", encoding="utf-8") as file:
-        for chunk in plan_chunks(examples, chunk_size):
+        for chunk in chunks:
             if all(example.id in done for example in chunk):
                 continue
             outputs = classifier.classify([example.text for example in chunk], [example.group for example in chunk])
@@ -245,3 +278,35 @@ def _score_missing(classifier, examples, done, thresholds, path: Path, config: E
             os.fsync(file.fileno())
             bar.update(sum(example.id not in done for example in chunk))
     bar.close()
+
+
+# -- several processes (`accelerate launch -m hatelens evaluate ...`): each scores every n-th chunk ----
+def _process_team():
+    """accelerate's PartialState (one device per process) when launched as several processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _broadcast(team, value: str) -> str:
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value if team.is_main_process else None])[0]
+
+
+def _merge_shards(run_dir: Path, examples=None) -> None:
+    """Move the rows of the per-process files into predictions.jsonl: in data order when `examples`
+    are given (the end of a multi-process run), else appended (resuming an interrupted one)."""
+    shards = sorted(run_dir.glob(SHARD_NAME.format(rank="*")))
+    if not shards and examples is None:
+        return
+    rows = read_predictions(run_dir / PREDICTIONS)
+    for shard in shards:
+        rows.update(read_predictions(shard))
+    if examples is not None:
+        rows = {example.id: rows[example.id] for example in examples if example.id in rows}
+    runs.write_atomic(run_dir / PREDICTIONS, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows.values()))
+    for shard in shards:
+        shard.unlink()

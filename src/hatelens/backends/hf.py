@@ -2,11 +2,16 @@
 
 score mode: one forward pass per prompt (left padding, batches of similar length), the summed
 log-probability of every token of each label word, normalised over the two labels: P(hate).
+Prompts rendered from one template open with the same tokens (chat header, system prompt, policy,
+few-shot examples): that shared opening is run once per call and its key/value cache reused for every
+text, so each text pays only for its own tokens (prefix reuse; same scores as the plain path).
 generate mode: batched greedy decoding; the answer is parsed by `parsing.parse_answer` and is
 *invalid* when it cannot be, never guessed.
 """
 
+import copy
 import logging
+import os
 from typing import Sequence
 
 import torch
@@ -20,6 +25,10 @@ from hatelens.parsing import parse_answer
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Architectures whose causal-LM head is exactly lm_head(decoder(x)), which prefix reuse computes itself;
+# others (Gemma's optional logit soft-capping, say) take the plain path.
+PREFIX_REUSE_MODEL_TYPES = frozenset({"llama", "gpt_oss", "mistral", "qwen2", "qwen3"})
+MIN_SHARED_PREFIX_TOKENS = 16  # a shorter shared opening is not worth its own forward pass
 
 
 def pick_device(device: str) -> str:
@@ -38,11 +47,48 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+SINK_ATTENTION = "hatelens_fused_sinks"  # no "sdpa" in the name: transformers would refuse it for GPT-OSS
+
+
+def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """GPT-OSS attention (a learned sink logit per head) through PyTorch's fused attention kernels.
+
+    The sink is one extra key whose value vector is zero and whose logit is the learned number (put in the
+    additive mask): it takes its share of the softmax and adds nothing, exactly like the column that eager
+    attention appends. The query heads that share a key/value head are folded into the query length, so
+    keys and values are never repeated. `attention_mask` is the additive (batch, 1, q, kv) mask.
+    """
+    batch, heads, q_length, dim = query.shape
+    kv_heads, kv_length = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    zeros = key.new_zeros(batch, kv_heads, 1, dim)
+    key, value = torch.cat([key, zeros], dim=2), torch.cat([value, zeros], dim=2)
+    allowed = attention_mask[:, :, None, :, :kv_length].expand(batch, kv_heads, group, q_length, kv_length)
+    sinks = kwargs["s_aux"].view(1, kv_heads, group, 1, 1).expand(batch, -1, -1, q_length, 1)
+    mask = torch.cat([allowed, sinks.to(allowed.dtype)], dim=-1).view(batch, kv_heads, group * q_length, -1)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(batch, kv_heads, group * q_length, dim), key, value, attn_mask=mask.to(query.dtype),
+        dropout_p=dropout, scale=scaling,
+    )
+    return output.view(batch, heads, q_length, dim).transpose(1, 2).contiguous(), None
+
+
+def use_sink_attention(model) -> None:
+    """Switch a GPT-OSS model from eager attention to `sdpa_with_sinks` (same outputs, fused kernels)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(SINK_ATTENTION, sdpa_with_sinks)
+    AttentionMaskInterface.register(SINK_ATTENTION, eager_mask)  # additive float masks, never skipped
+    model.set_attn_implementation(SINK_ATTENTION)
+
+
 class HFClassifier:
     """A causal LM asked through a prompt template. Build with `create(config)` or directly."""
 
     def __init__(self, model, tokenizer, template: prompts.PromptTemplate, *, mode: str = "score",
-                 batch_size: int = 16, max_new_tokens: int = 16, model_version: str = "model"):
+                 batch_size: int = 16, max_new_tokens: int = 16, model_version: str = "model",
+                 reuse_prefix: bool = True):
         if mode not in ("score", "generate"):
             raise ModelError(f"unknown mode {mode!r}; choose score or generate")
         self.model = model.eval()
@@ -53,6 +99,8 @@ class HFClassifier:
         self.max_new_tokens = max_new_tokens
         self.model_version = model_version
         self.device = next(model.parameters()).device
+        self.reuse_prefix = reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
+        self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
         self._continuations = {
             label: tokenizer(text, add_special_tokens=False).input_ids
             for label, text in template.scored_continuations().items()
@@ -62,6 +110,8 @@ class HFClassifier:
     def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
         """One Output per text, in order. Batches are formed by prompt length inside this call."""
         prompt_ids = [self.encode(text) for text in texts]
+        if self.reuse_prefix:
+            self._prepare_prefix(prompt_ids)
         order = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))
         outputs: list[Output | None] = [None] * len(texts)
         start = 0
@@ -112,30 +162,86 @@ class HFClassifier:
         hate, normal = self._continuations[HATE], self._continuations[NORMAL]
         if len(hate) == 1 and len(normal) == 1:
             # Both label words are single tokens: one forward pass, the next-token distribution.
-            log_probs = self._next_token_log_probs(prompt_ids)
+            log_probs = self._end_log_probs(prompt_ids, 1)[:, -1]
             pair = torch.stack([log_probs[:, hate[0]], log_probs[:, normal[0]]], dim=1)
         else:
             pair = torch.stack([self._continuation_log_prob(prompt_ids, hate),
                                 self._continuation_log_prob(prompt_ids, normal)], dim=1)
         return torch.softmax(pair.float(), dim=1)[:, 0].tolist()
 
-    def _next_token_log_probs(self, prompt_ids):
-        input_ids, attention_mask, position_ids = self._left_pad(prompt_ids)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            logits_to_keep=1, use_cache=False).logits[:, -1, :]
-        return torch.log_softmax(logits.float(), dim=-1)
-
     def _continuation_log_prob(self, prompt_ids, continuation: list[int]):
         """Sum of log P(continuation token t | prompt, earlier tokens), every token counted."""
         sequences = [ids + continuation for ids in prompt_ids]
-        input_ids, attention_mask, position_ids = self._left_pad(sequences)
-        keep = len(continuation) + 1
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            logits_to_keep=keep, use_cache=False).logits
-        # logits at position p predict token p+1: the last `keep` logits, minus the final one.
-        log_probs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+        # the last len+1 positions, minus the final one: position p predicts token p+1.
+        log_probs = self._end_log_probs(sequences, len(continuation) + 1)[:, :-1]
         targets = torch.tensor(continuation, device=log_probs.device).expand(len(sequences), -1)
         return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+
+    def _end_log_probs(self, sequences: list[list[int]], count: int):
+        """Log-probabilities of the next token at each sequence's last `count` positions: (rows, count, vocab)."""
+        prefix_length = self._cached_prefix_length(sequences)
+        if prefix_length:
+            return self._end_log_probs_after_prefix(sequences, count, prefix_length)
+        input_ids, attention_mask, position_ids = self._left_pad(sequences)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            logits_to_keep=count, use_cache=False).logits
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    # -- prefix reuse -----------------------------------------------------------------------------
+    def _prepare_prefix(self, prompt_ids: list[list[int]]) -> None:
+        """Keep the cached opening if every prompt starts with it, else cache this call's shared opening."""
+        if self._cached_prefix_length(prompt_ids) or len(prompt_ids) < 2:
+            return
+        # Each prompt keeps at least one token of its own: the one whose output we read.
+        limit = min(len(ids) for ids in prompt_ids) - 1
+        length = min(len(os.path.commonprefix(prompt_ids)), limit)  # works on any sequences, in C
+        first = prompt_ids[0]
+        if length < MIN_SHARED_PREFIX_TOKENS:
+            return
+        with torch.inference_mode():
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            self.model.get_decoder()(input_ids=torch.tensor([first[:length]], device=self.device), cache=cache,
+                                     use_cache=True)
+        self._prefix = (tuple(first[:length]), cache)
+
+    def _cached_prefix_length(self, sequences: list[list[int]]) -> int:
+        """Tokens of the cached opening, if every sequence starts with it and goes on past it; else 0."""
+        if self._prefix is None:
+            return 0
+        prefix = self._prefix[0]
+        length = len(prefix)
+        if all(len(ids) > length and tuple(ids[:length]) == prefix for ids in sequences):
+            return length
+        return 0
+
+    def _end_log_probs_after_prefix(self, sequences, count: int, prefix_length: int):
+        """`_end_log_probs` with the first `prefix_length` tokens read from the cached opening."""
+        cache = copy.deepcopy(self._prefix[1])
+        cache.batch_repeat_interleave(len(sequences))
+        suffixes = [ids[prefix_length:] for ids in sequences]
+        width = max(len(ids) for ids in suffixes)
+        # Right padding: each text's tokens follow the opening directly, so sliding-window layers see what
+        # they see unbatched; the pads come last, where no real token attends to them.
+        input_ids = torch.full((len(suffixes), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(suffixes), prefix_length + width), dtype=torch.long)
+        attention_mask[:, :prefix_length] = 1
+        for row, ids in enumerate(suffixes):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, prefix_length:prefix_length + len(ids)] = 1
+        position_ids = torch.arange(prefix_length, prefix_length + width).expand(len(suffixes), -1)
+        hidden = self.model.get_decoder()(
+            input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+            position_ids=position_ids.to(self.device), cache=cache, use_cache=True,
+        ).last_hidden_state
+        if cache.get_seq_length() != prefix_length + width:
+            raise ModelError("this transformers version ignored the cached prompt opening; "
+                             "upgrade transformers (hatelens is tested with 5.24)")
+        ends = torch.tensor([[len(ids) - count + k for k in range(count)] for ids in suffixes], device=self.device)
+        picked = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        logits = self.model.get_output_embeddings()(picked)
+        return torch.log_softmax(logits.float(), dim=-1)
 
     @torch.inference_mode()
     def _generate(self, prompt_ids) -> list[Output]:

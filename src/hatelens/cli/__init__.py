@@ -16,7 +16,9 @@ COMMAND_MODULES = (
     "hatelens.cli.data_commands",
     "hatelens.cli.evaluate_commands",
     "hatelens.cli.doctor_commands",
-    # "hatelens.cli.train_commands", "hatelens.cli.compare_commands", "hatelens.cli.serve_commands"
+    "hatelens.cli.serve_commands",
+    "hatelens.cli.compare_commands",
+    # "hatelens.cli.train_commands"
 )
 
 EXIT_USAGE = 2

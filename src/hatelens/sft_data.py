@@ -1,0 +1,49 @@
+"""Training records for LoRA SFT: the exact tokens the evaluator scores, with the loss on the answer only.
+
+A record is the rendered prompt (prompts.render_prompt, through the model's own chat template, ending
+where the answer begins) followed by the answer the evaluator reads (template.answer(label): the
+label word, or the JSON answer). Prompt and answer are tokenised *separately* and concatenated,
+exactly as the hf backend scores them (prompt ids + continuation ids, no special tokens added), so
+training never sees a token boundary that scoring does not. No EOS follows the answer: the evaluator
+never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall 6).
+"""
+
+from hatelens import prompts
+from hatelens.data import Example
+from hatelens.errors import DataError
+
+IGNORE_INDEX = -100  # label value the loss skips (PyTorch cross-entropy's ignore_index)
+
+
+def prompt_ids(template: prompts.PromptTemplate, text: str, tokenizer) -> list[int]:
+    """Token ids of the prompt, as HFClassifier.encode makes them in score mode."""
+    prompt = prompts.render_prompt(template, text, tokenizer, prefill_answer=True)
+    return tokenizer(prompt, add_special_tokens=False).input_ids
+
+
+def tokenize_example(example: Example, template: prompts.PromptTemplate, tokenizer) -> dict:
+    """{"input_ids", "labels"}: prompt + answer ids; labels are IGNORE_INDEX on every prompt token."""
+    prompt = prompt_ids(template, example.text, tokenizer)
+    answer = tokenizer(template.answer(example.label), add_special_tokens=False).input_ids
+    return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
+
+
+def build_dataset(examples: list[Example], template: prompts.PromptTemplate, tokenizer, *,
+                  max_length_tokens: int, where: str):
+    """A pre-tokenised `datasets.Dataset` (input_ids, labels, length) that SFTTrainer uses as is.
+
+    A record longer than max_length_tokens is an error rather than silently cut: cutting would drop
+    either the answer (no loss) or the start of the prompt (a context scoring never shows).
+    """
+    from datasets import Dataset
+
+    rows = []
+    for example in examples:
+        row = tokenize_example(example, template, tokenizer)
+        if len(row["input_ids"]) > max_length_tokens:
+            raise DataError(f"{where}: example {example.id} is {len(row['input_ids'])} tokens with the prompt, over "
+                            f"max_length_tokens={max_length_tokens}; raise it or shorten the text")
+        rows.append({**row, "length": len(row["input_ids"])})
+    if not rows:
+        raise DataError(f"{where}: no examples to train on")
+    return Dataset.from_list(rows)

@@ -1,0 +1,119 @@
+"""calibrate(): thresholds from a validation run, applied by evaluate, with their F1 cost."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hatelens.calibrate import calibrate, candidate_thresholds
+from hatelens.cli import main
+from hatelens.errors import ConfigError
+from hatelens.metrics import binary_rates
+from tiny_runs import LexiconClassifier, make_run, write_dataset
+
+GROUPS = ("lgbtq", "mexican", "middle_east")
+
+
+@pytest.fixture(scope="module")
+def validation(tmp_path_factory):
+    """A validation run of the lexicon classifier, gentle enough that thresholds matter."""
+    folder = tmp_path_factory.mktemp("calibrate")
+    data = write_dataset(folder / "validation.jsonl", n=120)
+    run = make_run(data, folder / "runs", LexiconClassifier(steepness=0.4))
+    return {"data": data, "run": run, "folder": folder}
+
+
+def rows_of(run_dir):
+    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+def arrays(run_dir):
+    rows = rows_of(run_dir)
+    return (np.array([row["label"] == "hate" for row in rows], dtype=int), np.array([row["score"] for row in rows]),
+            np.array([row["group"] for row in rows]))
+
+
+def apply(thresholds_path, validation, tmp_path):
+    """Evaluate the validation data again with the thresholds: the figures a user would get."""
+    run = make_run(validation["data"], tmp_path / "applied", LexiconClassifier(steepness=0.4),
+                   thresholds=str(thresholds_path))
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_f1_threshold_is_the_best_and_evaluate_reproduces_its_f1(validation, tmp_path):
+    result = calibrate(validation["run"], objective="f1", output_path=tmp_path / "thresholds.json")
+    y_true, scores, _ = arrays(validation["run"])
+    # every distinct decision: "hate from this score up", for each score, and "nothing is hate"
+    best = max(binary_rates(y_true, (scores >= t).astype(int))["f1"] or 0 for t in [*scores, np.inf])
+    assert result.thresholds["validation_f1"] == pytest.approx(best)
+    assert result.thresholds["f1_cost"] == 0
+    assert result.thresholds["per_group"] == {}
+    assert result.thresholds["validation_f1"] > result.thresholds["run_f1"]  # better than the 0.5 it was run at
+    applied = apply(result.path, validation, tmp_path)
+    assert applied["f1"] == pytest.approx(result.thresholds["validation_f1"])
+    assert applied["run"]["thresholds"]["threshold"] == result.thresholds["threshold"]
+
+
+def test_group_fpr_cap_holds_in_every_group(validation, tmp_path):
+    result = calibrate(validation["run"], objective="max_group_fpr", max_group_fpr=0.05,
+                       output_path=tmp_path / "capped.json")
+    thresholds = result.thresholds
+    applied = apply(result.path, validation, tmp_path)
+    for group in GROUPS:
+        assert applied["per_group"][group]["fpr"] <= 0.05
+        assert thresholds["validation_per_group"][group]["fpr"] == applied["per_group"][group]["fpr"]
+    assert applied["f1"] == pytest.approx(thresholds["validation_f1"])
+    assert thresholds["f1_cost"] == pytest.approx(thresholds["unconstrained_f1"] - thresholds["validation_f1"])
+    unconstrained = calibrate(validation["run"], objective="f1", output_path=tmp_path / "f1.json").thresholds
+    assert max(entry["fpr"] for entry in unconstrained["validation_per_group"].values()) > 0.05  # the cap binds
+    # at least as good as the best single threshold that meets the cap in every group
+    y_true, scores, groups = arrays(validation["run"])
+    feasible = []
+    for threshold in candidate_thresholds(scores):
+        predicted = (scores >= threshold).astype(int)
+        if all(binary_rates(y_true[groups == g], predicted[groups == g])["fpr"] <= 0.05 for g in GROUPS):
+            feasible.append(binary_rates(y_true, predicted)["f1"] or 0)
+    assert thresholds["validation_f1"] >= max(feasible) - 1e-12
+
+
+def test_equalized_fpr_brings_group_fprs_together(validation, tmp_path):
+    result = calibrate(validation["run"], objective="equalize_fpr", output_path=tmp_path / "equal.json")
+    fprs = [entry["fpr"] for entry in result.thresholds["validation_per_group"].values()]
+    y_true, _, groups = arrays(validation["run"])
+    smallest_group_normals = min(int(np.sum((groups == g) & (y_true == 0))) for g in GROUPS)
+    assert max(fprs) - min(fprs) <= 1 / smallest_group_normals + 1e-12  # one row of the smallest group
+    assert set(result.thresholds["per_group"]) == set(GROUPS)
+    # the cost is measured against the best single threshold; per-group thresholds may even beat it
+    assert result.thresholds["f1_cost"] == pytest.approx(
+        result.thresholds["unconstrained_f1"] - result.thresholds["validation_f1"])
+    assert "ThresholdOptimizer" in result.thresholds["method"]
+
+
+def test_a_test_split_run_is_refused(tmp_path):
+    run = make_run(write_dataset(tmp_path / "unified_test.json.jsonl", n=30), tmp_path / "runs", LexiconClassifier())
+    with pytest.raises(ConfigError) as error:
+        calibrate(run)
+    assert str(error.value) == (f"{run} was scored on {tmp_path / 'unified_test.json.jsonl'}, a test split: thresholds "
+                                "tuned on test data make test figures meaningless; calibrate a run on "
+                                "data/validation.jsonl instead")
+    assert not (run / "thresholds.json").exists()
+
+
+def test_a_run_without_scores_is_refused(validation, tmp_path):
+    run = make_run(validation["data"], tmp_path / "runs", LexiconClassifier(mode="generate"))
+    with pytest.raises(ConfigError, match="120 of 120 rows have no score .generate mode.; calibration needs a score"):
+        calibrate(run)
+
+
+def test_cli_writes_thresholds_json_inside_the_run_by_default(validation, capsys):
+    assert main(["calibrate", str(validation["run"]), "--max-group-fpr", "0.2"]) == 0
+    written = json.loads((validation["run"] / "thresholds.json").read_text())
+    assert written["objective"] == "max_group_fpr" and written["max_group_fpr"] == 0.2
+    assert written["source_run"] == str(validation["run"])
+    assert f"Wrote:  {validation['run'] / 'thresholds.json'}" in capsys.readouterr().out
+
+
+def test_cli_objectives_are_mutually_exclusive(validation, capsys):
+    with pytest.raises(SystemExit):
+        main(["calibrate", str(validation["run"]), "--objective", "f1", "--equalize", "fpr"])
+    assert "not allowed with argument" in capsys.readouterr().err
