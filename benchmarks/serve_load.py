@@ -35,15 +35,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def started_server(model: str, max_batch_texts: int, max_wait_ms: float, load_timeout_s: float = 300):
+def started_server(model: str, max_batch_texts: int, max_wait_ms: float, threads: int | None,
+                   load_timeout_s: float = 300):
     """`hatelens serve` in a subprocess; yields its URL once /healthz says ready."""
     port = free_port()
+    # torch's OpenMP threads spin badly when other processes want the same cores: pin them on shared machines
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "hatelens", "serve", "--model", model, "--port", str(port),
                    "--db", str(Path(folder) / "predictions.sqlite"), "--device", "cpu",
                    f"limits.max_batch_texts={max_batch_texts}", f"limits.max_wait_ms={max_wait_ms}"]
         log = open(Path(folder) / "server.log", "w")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + load_timeout_s
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--max-batch-texts", type=int, nargs="+", default=[32],
                         help="server batch bounds to compare (started servers only)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for a started server (default: torch's choice)")
     parser.add_argument("--warmup", type=int, default=4, help="requests sent before timing")
     parser.add_argument("--output", help="append the table to this Markdown file")
     parser.add_argument("--note", default="", help="a line written above the table (e.g. what else ran)")
@@ -135,7 +139,7 @@ def main() -> None:
     api_key = os.environ.get("HATELENS_API_KEY")
     rows = []
     for max_batch in ([None] if args.url else args.max_batch_texts):
-        with (started_server(args.model, max_batch, args.max_wait_ms) if max_batch else _given(args.url)) as url:
+        with (started_server(args.model, max_batch, args.max_wait_ms, args.threads) if max_batch else _given(args.url)) as url:
             asyncio.run(drive(url, texts, concurrency=1, requests=args.warmup,
                               texts_per_request=args.texts_per_request, api_key=api_key))
             for concurrency in args.concurrency:

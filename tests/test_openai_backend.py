@@ -74,13 +74,18 @@ def test_score_mode_sums_the_alternatives_that_spell_each_label():
     tops = {"one": {"Hate": 0.5, " h": 0.1, "Normal": 0.2, "Yes": 0.1},  # 0.6 vs 0.2
             "two": {"hate": 0.7, "Yes": 0.05},  # normal unlisted: the smallest listed probability stands in
             "three": {"Yes": 0.9, "Maybe": 0.05}}  # neither label listed: no score, the text decides
-    server = ChatServer(lambda body, attempt: ok(completion("hate" if post_text(body) != "three" else "normal",
-                                                            tops[post_text(body)], lead=("**",))))
+    def respond(body, attempt):
+        if post_text(body) == "four":  # a reply with no content tokens at all
+            return ok({"choices": [{"message": {"content": ""}, "logprobs": {"content": []}}]})
+        return ok(completion("hate" if post_text(body) != "three" else "normal", tops[post_text(body)], lead=("**",)))
+
+    server = ChatServer(respond)
     with serving(server.app) as url:
-        outputs = classifier(url).classify(["one", "two", "three"])
+        outputs = classifier(url).classify(["one", "two", "three", "four"])
     assert outputs[0].score == pytest.approx(0.6 / 0.8)
     assert outputs[1].score == pytest.approx(0.7 / 0.75)
     assert (outputs[2].score, outputs[2].answer) == (None, "normal")
+    assert (outputs[3].score, outputs[3].answer, outputs[3].raw) == (None, None, "")
     assert outputs[0].answer is None and outputs[0].raw == "hate"
     body = server.bodies[0]
     assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["temperature"] == 0
@@ -89,9 +94,13 @@ def test_score_mode_sums_the_alternatives_that_spell_each_label():
 
 
 def test_score_mode_needs_logprobs_from_the_server():
-    server = ChatServer(lambda body, attempt: ok(completion("hate")))
-    with serving(server.app) as url, pytest.raises(ModelError, match="returned no logprobs.*use --mode generate"):
-        classifier(url).classify(["a post"])
+    server = ChatServer(lambda body, attempt: ok(completion("hate")) if post_text(body) == "plain" else
+                        ok({"choices": [{"message": {"content": "hate"}, "logprobs": {"content": [{"t": 1}]}}]}))
+    with serving(server.app) as url:
+        with pytest.raises(ModelError, match="returned no logprobs.*use --mode generate"):
+            classifier(url).classify(["plain"])
+        with pytest.raises(ModelError, match="logprobs in an unexpected shape"):
+            classifier(url).classify(["odd"])
 
 
 def test_generate_mode_parses_the_answer_and_passes_reasoning_effort():
@@ -137,11 +146,11 @@ def test_retries_stop_at_max_retries_and_client_errors_are_not_retried():
 
 
 def test_a_slow_answer_times_out_and_is_retried():
-    server = ChatServer(lambda body, attempt: ok(completion("hate"), delay_s=1.0 if attempt == 0 else 0.0))
+    server = ChatServer(lambda body, attempt: ok(completion("hate"), delay_s=1.2 if attempt == 0 else 0.0))
     with serving(server.app) as url:
-        assert classifier(url, mode="generate", timeout_s=0.3).classify(["slow"])[0].answer == "hate"
-        with pytest.raises(ModelError, match=r"no answer within 0.3 s .*gave up after 1 tries"):
-            classifier(url, mode="generate", timeout_s=0.3, max_retries=0).classify(["another"])
+        assert classifier(url, mode="generate", timeout_s=0.5).classify(["slow"])[0].answer == "hate"
+        with pytest.raises(ModelError, match=r"no answer within 0.5 s .*gave up after 1 tries"):
+            classifier(url, mode="generate", timeout_s=0.5, max_retries=0).classify(["another"])
     assert len(server.bodies) == 3
 
 
@@ -161,7 +170,7 @@ def test_responses_are_cached_on_disk_so_a_rerun_sends_nothing(tmp_path):
 
 
 def test_requests_run_max_concurrency_at_a_time():
-    server = ChatServer(lambda body, attempt: ok(completion("normal"), delay_s=0.2))
+    server = ChatServer(lambda body, attempt: ok(completion("normal"), delay_s=0.4))
     with serving(server.app) as url:
         outputs = classifier(url, mode="generate", max_concurrency=3).classify([f"t{i}" for i in range(9)])
     assert [output.answer for output in outputs] == ["normal"] * 9

@@ -146,3 +146,12 @@ def test_prompt_label_words():
 def test_label_words_must_name_the_two_labels():
     with pytest.raises(ConfigError, match=r"label_words key 'toxic' is not 'hate' or 'normal'"):
         parse_answer("hate", {"toxic": "yes"})
+
+
+@pytest.mark.parametrize("text", ["hate or normal.", "Normal or hate", "hate, or normal", "**hate** or normal"])
+def test_echoed_options_are_invalid_not_the_first_word(text):
+    assert parse_answer(text) is None
+
+
+def test_a_label_followed_by_other_words_is_still_an_answer():
+    assert parse_answer("hate or at least very hostile") == "hate"

@@ -87,14 +87,15 @@ def test_criteria_table_shows_each_verdict_with_its_figure(report):
         assert f"| {result['description']} | {result['figure']} | {result['target']} | {result['status']} |" in text
 
 
-def test_a_sampled_run_is_labelled_quick(report, tmp_path):
-    baseline = make_run(report["test"], tmp_path / "runs", LexiconClassifier(steepness=0.4), max_samples=30)
+def test_a_sampled_run_is_labelled_quick_and_a_run_without_scores_is_drawn(report, tmp_path):
+    baseline = make_run(report["test"], tmp_path / "runs", LexiconClassifier(mode="generate"), max_samples=30)
     finetuned = make_run(report["test"], tmp_path / "runs", LexiconClassifier(steepness=2.0), max_samples=30)
     comparison = compare(baseline, finetuned, output_dir=tmp_path / "cmp", n_bootstrap=20).comparison
     md_path, html_path = write_report(tmp_path / "cmp", comparison, baseline, finetuned)
     assert "QUICK RUN: figures come from small stratified samples (baseline: 30, fine-tuned: 30 rows)" in md_path.read_text()
     assert "QUICK RUN" in html_path.read_text()
     assert "## Fine-tuning" not in md_path.read_text()  # no training summary, no loss section
+    assert "| baseline | test.jsonl (sample of 30) | 30 |" in md_path.read_text()  # generate mode: no AUC, still listed
 
 
 def test_report_command_rebuilds_the_report_of_a_comparison_folder(report, tmp_path, capsys):

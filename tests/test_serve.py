@@ -249,3 +249,38 @@ def test_a_model_failure_is_reported_and_the_server_keeps_serving(classifier, db
     assert failed.status_code == 500
     assert failed.json() == {"error": "the model failed: RuntimeError: tensor shapes do not match"}
     assert after.status_code == 200
+
+
+@pytest.mark.slow
+def test_the_serve_command_starts_loads_and_answers(tiny_llama_dir, tmp_path):
+    """`hatelens serve` as a user starts it: its own process, /healthz 503 then 200, the log on disk."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = tmp_path / "served.sqlite"
+    process = subprocess.Popen([sys.executable, "-m", "hatelens", "serve", "--model", str(tiny_llama_dir),
+                                "--port", str(port), "--db", str(db), "--device", "cpu", "--log-text",
+                                "limits.max_texts=2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        statuses = set()
+        deadline = time.monotonic() + 120
+        while 200 not in statuses:
+            assert process.poll() is None and time.monotonic() < deadline
+            try:
+                statuses.add(httpx.get(f"{url}/healthz", timeout=2).status_code)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        too_many = httpx.post(f"{url}/v1/classify", json={"texts": ["a", "b", "c"]})
+        answered = httpx.post(f"{url}/v1/classify", json={"texts": ["a post"]})
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert too_many.status_code == 422 and "the limit is 2" in too_many.json()["error"]
+    assert answered.status_code == 200
+    assert [row.text for row in PredictionLog(db).read()] == ["a post"]

@@ -39,7 +39,7 @@ class ModelConfig:
     reasoning_effort: str | None = None  # gpt-oss: low | medium | high
     cache_dir: str | None = None  # response cache for API backends
     # reference backend
-    reference_train: str = "data/unified/unified_train.json"
+    reference_train: str = "data/train.jsonl"  # the 3,083 training rows: never the validation or test rows
 
 
 @dataclass
@@ -224,3 +224,28 @@ class CriteriaConfig:
     significance_alpha: float = 0.05
     group_fpr_max: GroupFprCaps = field(default_factory=GroupFprCaps)
     validation_loss_must_improve: bool = True  # last validation loss of training < its first
+
+
+@dataclass
+class RunConfig:
+    """`hatelens run`: the whole validation, baseline -> fine-tune -> calibrate -> test -> compare -> report."""
+
+    name: str = "default"
+    output_dir: str = "runs"
+    model: str = "smollm2-135m"  # the base model every step uses
+    template: str = "baseline"  # the prompt template every step uses (training renders with it too)
+    batch_size: int = 16  # evaluation batch size
+    train_recipe: str = "configs/lora/cpu_small.yaml"
+    train_overrides: list = field(default_factory=list)  # key=value applied to the recipe
+    train_data: str = "data/train.jsonl"
+    validation_data: str = "data/validation.jsonl"
+    test_data: str = "data/unified/unified_test.json"
+    calibration: str = "f1"  # thresholds picked on validation scores: f1 | max_group_fpr | equalize_fpr
+    max_group_fpr: float = 0.35  # the cap when calibration is max_group_fpr
+    criteria: str = "configs/criteria/default.yaml"
+    reference: bool = True  # also score the MiniLM + logistic-regression reference on the test split
+    functional_suite: str | None = "suites/functional/hatelens_functional.csv"
+    validation_samples: int | None = None  # stratified samples; None: every row (--quick sets them)
+    test_samples: int | None = None
+    seed: int = 0
+    n_bootstrap: int = 1000

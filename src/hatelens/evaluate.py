@@ -127,7 +127,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     identity = config_hash(config, examples)
     if run_dir is not None and (Path(run_dir) / DONE_FILE).is_file():
         return load_result(Path(run_dir))
-    team = _process_team()  # None unless launched as several processes (accelerate launch, torchrun)
+    team = _process_team(config.model.device)  # None unless launched as several processes (accelerate, torchrun)
     main = team is None or team.is_main_process
     run_dir = Path(run_dir) if run_dir else runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
     if run_dir and main:
@@ -281,13 +281,15 @@ def _score_missing(classifier, examples, done, thresholds, path: Path, config: E
 
 
 # -- several processes (`accelerate launch -m hatelens evaluate ...`): each scores every n-th chunk ----
-def _process_team():
-    """accelerate's PartialState (one device per process) when launched as several processes, else None."""
+def _process_team(device: str):
+    """accelerate's PartialState (one GPU per process, or CPU processes over gloo) when launched as several
+    processes, else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
 
 
 def _broadcast(team, value: str) -> str:

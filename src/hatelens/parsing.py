@@ -43,6 +43,8 @@ _WRAPPING = "\"'`*_“”‘’ \t\r\n"  # quotes, markdown emphasis and whitesp
 _ANSWER_KEYS = ("classification", "label")
 # what may follow a label word: punctuation, except "/" and "|", which echo the options ("hate/normal")
 _WORD_END = set(string.punctuation) - set("/|")
+# "hate or normal", "normal, or hate": the prompt's options echoed back
+_ECHOED_OPTIONS = re.compile(r"\A[\s*_\"'`]*,?\s*(?:or|and|vs\.?|versus)\s+\W*(?:hate|hateful|normal|not hate)\b")
 
 
 def parse_answer(text: str, label_words: dict[str, str] | None = None) -> str | None:
@@ -129,6 +131,9 @@ def _parse_leading_word(content: str, words: dict[str, str]) -> str | None:
     for word, label in words.items():
         if lowered.startswith(word):
             rest = lowered[len(word) :]
-            if not rest or rest[0].isspace() or rest[0] in _WORD_END:
-                return label
+            if rest and not (rest[0].isspace() or rest[0] in _WORD_END):
+                continue
+            if _ECHOED_OPTIONS.match(rest):
+                return None  # "hate or normal": the options read back, not an answer
+            return label
     return None

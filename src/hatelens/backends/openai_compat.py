@@ -114,16 +114,20 @@ class OpenAICompatClassifier:
         answer = parse_answer(content, self.template.label_words)
         if self.mode == "generate":
             return Output(answer=answer, raw=content)
-        score = self.label_score(choice.get("logprobs"))
+        try:
+            score = self.label_score(choice.get("logprobs"))
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{self.url} returned logprobs in an unexpected shape: "
+                             f"{json.dumps(choice.get('logprobs'))[:200]}; use --mode generate") from None
         return Output(score=score, answer=answer if score is None else None, raw=content)
 
     def label_score(self, logprobs: dict | None) -> float | None:
         """P(hate) from the alternatives at the answer's first token (see the module docstring)."""
-        tokens = (logprobs or {}).get("content")
-        if not tokens:
+        if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
             raise ModelError(f"{self.url} returned no logprobs for model {self.model}; this server cannot "
                              "score: use --mode generate")
-        first = next((token for token in tokens if token["token"].strip(_NOT_WORD)), None)
+        # an empty list: the reply had no content tokens (a reasoning model that ran out of max_tokens)
+        first = next((token for token in logprobs["content"] if token["token"].strip(_NOT_WORD)), None)
         if first is None or not first.get("top_logprobs"):
             return None
         mass = {HATE: 0.0, NORMAL: 0.0}

@@ -21,7 +21,7 @@ def _png(figure: Figure) -> bytes:
 
 def confusion_matrices(runs: dict[str, FinishedRun]) -> bytes:
     """One 2x2 matrix per run (rows: true label, columns: predicted; invalid answers count as wrong)."""
-    figure = Figure(figsize=(3.6 * len(runs), 3.4))
+    figure = Figure(figsize=(3.6 * len(runs), 3.4), layout="constrained")
     for index, (label, run) in enumerate(runs.items()):
         axes = figure.add_subplot(1, len(runs), index + 1)
         counts = run.metrics["confusion_matrix"]
@@ -35,7 +35,6 @@ def confusion_matrices(runs: dict[str, FinishedRun]) -> bytes:
         axes.set_xlabel("predicted")
         axes.set_ylabel("true" if index == 0 else "")
         axes.set_title(textwrap.fill(label, 28), fontsize=10)
-    figure.tight_layout()
     return _png(figure)
 
 
@@ -93,7 +92,7 @@ def roc_curves(runs: dict[str, FinishedRun]) -> bytes:
 def score_histograms(runs: dict[str, FinishedRun]) -> bytes:
     """P(hate) histograms per group (columns) and run (rows), hate and normal rows overlaid."""
     groups = sorted({group for run in runs.values() for group in run.metrics["per_group"]})
-    figure = Figure(figsize=(3.2 * len(groups), 2.4 * len(runs)))
+    figure = Figure(figsize=(3.2 * len(groups), 2.4 * len(runs)), layout="constrained")
     bins = np.linspace(0, 1, 21)
     for row, (label, run) in enumerate(runs.items()):
         arrays = run.arrays()
@@ -108,7 +107,6 @@ def score_histograms(runs: dict[str, FinishedRun]) -> bytes:
                 axes.set_xlabel("P(hate)")
             if row == 0 and column == 0:
                 axes.legend(fontsize=8)
-    figure.tight_layout()
     return _png(figure)
 
 

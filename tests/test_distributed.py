@@ -1,0 +1,80 @@
+"""Several processes (torch.distributed over gloo, on the CPU): `hatelens evaluate` under `accelerate launch`
+splits the work and gathers one predictions.jsonl in data order, with the scores one process gives."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hatelens.config import EvalConfig, ModelConfig
+from hatelens.evaluate import PREDICTIONS, evaluate
+
+ACCELERATE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "multi_gpu.yaml"
+ROWS = 13  # with batch size 1, four chunks of 4, 4, 4, 1 rows: the two processes get unequal shares
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    rows = [json.loads(line) for line in Path("data/validation.jsonl").read_text().splitlines()[:ROWS]] \
+        if Path("data/validation.jsonl").is_file() else [
+            {"id": f"r{i}", "text": f"post number {i} " * (i % 5 + 1), "label": ("hate", "normal")[i % 2],
+             "group": ("lgbtq", "mexican", "middle_east")[i % 3]} for i in range(ROWS)]
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path, [row["id"] for row in rows]
+
+
+def _launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`accelerate launch` with the shipped data-parallel config: two processes, CPU ones with --device cpu.
+
+    (`accelerate launch --cpu --num_processes 2` starts one process where MPI is missing: the config's
+    MULTI_GPU launcher, torchrun, is what starts several.)"""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CONFIG), "--num_processes", "2",
+               "--main_process_port", "0", *args]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_write_one_predictions_file_in_data_order(tiny_llama_dir, small_data, tmp_path):
+    data_path, ids = small_data
+    result = _launch(["-m", "hatelens", "evaluate", "--model", str(tiny_llama_dir), "--data", str(data_path),
+                      "--output-dir", str(tmp_path / "runs"), "--batch-size", "1", "--device", "cpu", "--quiet",
+                      "n_bootstrap=10"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Wrote:") == 1  # only the main process reports
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert sorted(path.name for path in run_dir.iterdir()) == [
+        "config.yaml", "manifest.json", "metrics.json", PREDICTIONS, "summary.txt"]  # shard files merged away
+    rows = [json.loads(line) for line in (run_dir / PREDICTIONS).read_text().splitlines()]
+    assert [row["id"] for row in rows] == ids
+    assert json.loads((run_dir / "metrics.json").read_text())["run"]["processes"] == 2
+
+    single = evaluate(EvalConfig(data=str(data_path), output_dir=str(tmp_path / "single"), n_bootstrap=10,
+                                 model=ModelConfig(model=str(tiny_llama_dir), batch_size=1, device="cpu")),
+                      progress=False)
+    by_id = {row["id"]: row["score"] for row in
+             map(json.loads, (single.run_dir / PREDICTIONS).read_text().splitlines())}
+    assert [row["score"] for row in rows] == pytest.approx([by_id[row_id] for row_id in ids], abs=1e-6)
+
+
+def test_one_process_resumes_an_interrupted_multi_process_run(tiny_llama_dir, small_data, tmp_path):
+    data_path, ids = small_data
+    config = EvalConfig(data=str(data_path), output_dir=str(tmp_path / "runs"), n_bootstrap=10,
+                        model=ModelConfig(model=str(tiny_llama_dir), batch_size=1, device="cpu"))
+    finished = evaluate(config, progress=False)
+    # Make it look cut off mid-run (chunks of 4 rows): no metrics.json, the first chunk in the main file,
+    # the third in the second process's file, the second and the last never written.
+    lines = (finished.run_dir / PREDICTIONS).read_text().splitlines(keepends=True)
+    (finished.run_dir / "metrics.json").unlink()
+    (finished.run_dir / PREDICTIONS).write_text("".join(lines[:4]))
+    (finished.run_dir / "predictions.rank1.jsonl").write_text("".join(lines[8:12]))
+    resumed = evaluate(config, progress=False)
+    assert resumed.run_dir == finished.run_dir and resumed.resumed_rows == 8
+    assert not (finished.run_dir / "predictions.rank1.jsonl").exists()
+    rows = [json.loads(line) for line in (finished.run_dir / PREDICTIONS).read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == sorted(ids)  # each row once
+    assert resumed.metrics["f1"] == finished.metrics["f1"]
