@@ -42,7 +42,10 @@ test-slow:
 	$(BIN)/python -m pytest -q -m slow
 
 run:
-	$(BIN)/hatelens baseline --model smollm2-135m --data data/unified/unified_test.json --max-samples 200
+	$(BIN)/hatelens run --config $(RUN_CONFIG)
+
+run-quick:
+	$(BIN)/hatelens run --config $(RUN_CONFIG) --quick
 
 clean:
 	rm -rf runs outputs .pytest_cache

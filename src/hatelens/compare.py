@@ -21,6 +21,7 @@ from hatelens.bootstrap import paired_bootstrap_delta
 from hatelens.errors import DataError
 from hatelens.metrics import encode_predictions, mcnemar_exact
 from hatelens.run_folder import FinishedRun, load_finished_run
+from hatelens.formatting import num, percent, signed
 
 logger = logging.getLogger(__name__)
 
@@ -245,15 +246,15 @@ def format_comparison(comparison: dict) -> str:
     for name in OVERALL_METRICS:
         entry = comparison["overall"][name]
         interval = bootstrap[name]["ci"] if name in ("f1", "accuracy") else None
-        lines.append(f"{name:<10}{_num(entry['baseline']):>10}{_num(entry['finetuned']):>12}"
-                     f"{_signed(entry['delta']):>9}{_percent(entry['relative']):>10}  {_interval(interval)}".rstrip())
+        lines.append(f"{name:<10}{num(entry['baseline']):>10}{num(entry['finetuned']):>12}"
+                     f"{signed(entry['delta']):>9}{percent(entry['relative']):>10}  {_interval(interval)}".rstrip())
     lines += ["", f"{'Group':<13}{'n':>5}  {'FPR before -> after (delta, 95% CI)':<44}FNR before -> after (delta, 95% CI)"]
     for group, entry in comparison["per_group"].items():
         cells = []
         for name in ("fpr", "fnr"):
             delta = bootstrap["groups"].get(group, {}).get(name, {})
-            cells.append(f"{_num(entry[name]['baseline'])} -> {_num(entry[name]['finetuned'])} "
-                         f"({_signed(entry[name]['delta'])}, {_interval(delta.get('ci'))})")
+            cells.append(f"{num(entry[name]['baseline'])} -> {num(entry[name]['finetuned'])} "
+                         f"({signed(entry[name]['delta'])}, {_interval(delta.get('ci'))})")
         lines.append(f"{group:<13}{entry['n']:>5}  {cells[0]:<44}{cells[1]}")
     mcnemar = comparison["mcnemar"]
     lines += ["", f"McNemar exact test: {mcnemar['c']} rows only the fine-tuned model got right, {mcnemar['b']} only "
@@ -274,16 +275,7 @@ def format_criteria(results: list[dict]) -> list[str]:
             f"{row['target']:<{widths['target']}}{row.get('status', 'status')}" for row in [header, *results]]
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
-
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3f}"
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:+.1f}%"
 
 
 def _interval(interval: list | None) -> str:

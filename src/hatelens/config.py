@@ -247,5 +247,55 @@ class RunConfig:
     functional_suite: str | None = "suites/functional/hatelens_functional.csv"
     validation_samples: int | None = None  # stratified samples; None: every row (--quick sets them)
     test_samples: int | None = None
+    suite_samples: int | None = None
     seed: int = 0
     n_bootstrap: int = 1000
+
+
+@dataclass
+class LoraConfig:
+    """The `lora:` section of a training recipe (mirrors peft.LoraConfig)."""
+
+    r: int = 32  # rank of the low-rank update
+    alpha: int = 64  # scaling: the update is multiplied by alpha / r
+    dropout: float = 0.1  # dropout on the LoRA input
+    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_parameters: list[str] | None = None  # gpt-oss experts, e.g. [mlp.experts.gate_up_proj, mlp.experts.down_proj]
+
+
+@dataclass
+class TrainConfig:
+    """`hatelens train`: LoRA fine-tuning on the training split, validated each epoch."""
+
+    model: str = "smollm2-135m"  # alias, local folder or hub id; recorded in the adapter as given
+    template: str = "baseline"  # the prompt template; evaluate the adapter with the same one
+    train_file: str = "data/train.jsonl"
+    val_file: str = "data/validation.jsonl"
+    output_dir: str = "runs"
+    name: str | None = None  # run folder suffix; default: train_<model>
+    max_train_samples: int | None = None  # a seeded sample stratified by label x group (quick tests)
+    max_val_samples: int | None = None
+    epochs: float = 3.0
+    batch_size: int = 4  # per device; halved on out-of-memory, with grad_accum doubled
+    grad_accum: int = 2  # gradient accumulation steps: effective batch = batch_size x grad_accum
+    eval_batch_size: int = 16
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05  # share of all optimizer steps spent warming up
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    best_metric: str = "loss"  # loss (validation loss) | f1 (validation F1 of P(hate), score mode)
+    early_stopping_patience: int | None = 2  # evaluations without improvement before stopping; None: never
+    eval_steps: int | None = None  # evaluate and checkpoint every N optimizer steps; None: every epoch
+    eval_on_start: bool = True  # validate the untrained model too: the "before" line of the summary
+    save_total_limit: int = 2  # checkpoints kept (the best one is always kept)
+    logging_steps: int = 10
+    seed: int = 0
+    max_length_tokens: int = 1024  # a longer training record is an error, never silently cut
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    gradient_checkpointing: bool = False  # trade compute for memory (large models)
+    attn_implementation: str | None = None  # e.g. eager (gpt-oss: attention sinks)
+    dequantize_mxfp4: bool = False  # gpt-oss: load MXFP4 weights dequantised to bf16 for training
+    trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)

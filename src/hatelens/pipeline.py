@@ -23,7 +23,7 @@ from hatelens.evaluate import EvalResult, evaluate, rethreshold
 
 logger = logging.getLogger(__name__)
 
-QUICK = {"validation_samples": 60, "test_samples": 120, "n_bootstrap": 200,
+QUICK = {"validation_samples": 60, "test_samples": 120, "suite_samples": 60, "n_bootstrap": 200,
          "train_recipe": "configs/lora/quick_test.yaml"}
 VERDICT = "verdict.json"
 
@@ -75,7 +75,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
                                    backend="reference").run_dir
     if config.functional_suite:
         extra_runs["fine-tuned, functional suite"] = steps.evaluate(
-            "09_finetuned_functional_suite", config.functional_suite, None, adapter=adapter, data_format="hatecheck",
+            "09_finetuned_functional_suite", config.functional_suite, config.suite_samples, adapter=adapter,
+            data_format="hatecheck",
         ).run_dir
 
     verdict = steps.compare_and_report("10_comparison", baseline_test, finetuned_test, train_result, reference,
@@ -106,16 +107,23 @@ class Steps:
         return evaluate(eval_config, progress=self.progress, run_dir=self.root / step)
 
     def train(self, step: str):
+        """Fine-tune into <root>/<step>/; a finished training there is reused, an unfinished one resumed."""
         from hatelens.config import TrainConfig, load_config
-        from hatelens.train import train
+        from hatelens.train import SUMMARY_FILE, TrainResult, train
 
+        container = self.root / step
+        finished = sorted(container.glob(f"*/{SUMMARY_FILE}")) if container.is_dir() else []
+        if finished:
+            run_dir = finished[-1].parent
+            return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter",
+                               summary=json.loads(finished[-1].read_text()))
         config = self.config
         overrides = [f"model={config.model}", f"template={config.template}", f"train_file={config.train_data}",
-                     f"val_file={config.validation_data}", f"output_dir={self.root}", f"run_name={step}",
+                     f"val_file={config.validation_data}", f"output_dir={container}", "name=train",
                      *config.train_overrides]
         train_config = load_config(TrainConfig, config.train_recipe, overrides)
         logger.info("step %s: LoRA fine-tuning with %s", step, config.train_recipe)
-        return train(train_config, progress=self.progress)
+        return train(train_config, progress=self.progress, resume=True)
 
     def calibrate(self, validation_run: Path):
         from hatelens.calibrate import calibrate

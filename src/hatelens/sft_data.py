@@ -8,6 +8,8 @@ training never sees a token boundary that scoring does not. No EOS follows the a
 never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall 6).
 """
 
+import os
+
 from hatelens import prompts
 from hatelens.data import Example
 from hatelens.errors import DataError
@@ -47,3 +49,14 @@ def build_dataset(examples: list[Example], template: prompts.PromptTemplate, tok
     if not rows:
         raise DataError(f"{where}: no examples to train on")
     return Dataset.from_list(rows)
+
+
+def shared_opening(datasets) -> list[int]:
+    """The token ids every record of every dataset starts with (chat header, system prompt, ...),
+    stopping at least one token before the shortest prompt ends: the last prompt token must stay
+    with each record, since its logits predict the answer."""
+    records = [row for dataset in datasets for row in dataset]
+    prompt_lengths = [next(index for index, label in enumerate(row["labels"]) if label != IGNORE_INDEX)
+                      for row in records]
+    common = os.path.commonprefix([row["input_ids"] for row in records])
+    return list(common[:max(0, min(prompt_lengths) - 1)])

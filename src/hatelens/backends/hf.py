@@ -10,6 +10,7 @@ generate mode: batched greedy decoding; the answer is parsed by `parsing.parse_a
 """
 
 import copy
+import inspect
 import logging
 import os
 from typing import Sequence
@@ -202,9 +203,15 @@ class HFClassifier:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.model.config)
-            self.model.get_decoder()(input_ids=torch.tensor([first[:length]], device=self.device), cache=cache,
-                                     use_cache=True)
+            self._decoder(input_ids=torch.tensor([first[:length]], device=self.device), cache=cache)
         self._prefix = (tuple(first[:length]), cache)
+
+    def _decoder(self, *, cache, **inputs):
+        """The model without its head, extending `cache`. transformers 5.2x renamed the decoder's
+        `past_key_values` argument to `cache` (the old name warns until 5.40): pass the one it takes."""
+        decoder = self.model.get_decoder()
+        name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+        return decoder(**inputs, **{name: cache}, use_cache=True)
 
     def _cached_prefix_length(self, sequences: list[list[int]]) -> int:
         """Tokens of the cached opening, if every sequence starts with it and goes on past it; else 0."""
@@ -231,13 +238,11 @@ class HFClassifier:
             input_ids[row, :len(ids)] = torch.tensor(ids)
             attention_mask[row, prefix_length:prefix_length + len(ids)] = 1
         position_ids = torch.arange(prefix_length, prefix_length + width).expand(len(suffixes), -1)
-        hidden = self.model.get_decoder()(
-            input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-            position_ids=position_ids.to(self.device), cache=cache, use_cache=True,
-        ).last_hidden_state
+        hidden = self._decoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                               position_ids=position_ids.to(self.device), cache=cache).last_hidden_state
         if cache.get_seq_length() != prefix_length + width:
-            raise ModelError("this transformers version ignored the cached prompt opening; "
-                             "upgrade transformers (hatelens is tested with 5.24)")
+            raise ModelError("the model ignored the cached prompt opening; score with reuse_prefix=False "
+                             "or a transformers version hatelens is tested with (5.17, 5.24)")
         ends = torch.tensor([[len(ids) - count + k for k in range(count)] for ids in suffixes], device=self.device)
         picked = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         logits = self.model.get_output_embeddings()(picked)

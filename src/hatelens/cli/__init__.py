@@ -18,7 +18,8 @@ COMMAND_MODULES = (
     "hatelens.cli.doctor_commands",
     "hatelens.cli.serve_commands",
     "hatelens.cli.compare_commands",
-    # "hatelens.cli.train_commands"
+    "hatelens.cli.train_commands",
+    "hatelens.cli.run_commands",
 )
 
 EXIT_USAGE = 2

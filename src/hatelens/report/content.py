@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from hatelens import criteria as success_criteria
 from hatelens.report import plots
 from hatelens.run_folder import FinishedRun
+from hatelens.formatting import num, percent, signed
 
 GROUP_RATES = ("fpr", "fnr")
 CASE_TEXT_CHARS = 240
@@ -89,8 +90,8 @@ def _verdict(comparison: dict, runs: dict[str, FinishedRun], notes: list[str]) -
     blocks += list(notes)
     mcnemar = comparison["mcnemar"]
     f1 = comparison["overall"]["f1"]
-    blocks.append(f"Verdict: **{comparison['verdict']}**. F1 went from {_num(f1['baseline'])} to "
-                  f"{_num(f1['finetuned'])} ({_signed(f1['delta'])}; paired 95% CI "
+    blocks.append(f"Verdict: **{comparison['verdict']}**. F1 went from {num(f1['baseline'])} to "
+                  f"{num(f1['finetuned'])} ({signed(f1['delta'])}; paired 95% CI "
                   f"{_interval(comparison['paired_bootstrap']['f1']['ci'])}) on {comparison['n']} examples; "
                   f"McNemar's exact test p = {mcnemar['p_value']:.3g} "
                   f"({mcnemar['c']} rows fixed, {mcnemar['b']} broken).")
@@ -107,9 +108,9 @@ def _overall(comparison: dict) -> Section:
     rows = []
     for name, entry in comparison["overall"].items():
         delta_ci = bootstrap[name]["ci"] if name in ("f1", "accuracy") else None
-        rows.append([name, f"{_num(entry['baseline'])} {_interval(entry['baseline_ci'], signed=False)}",
-                     f"{_num(entry['finetuned'])} {_interval(entry['finetuned_ci'], signed=False)}",
-                     _signed(entry["delta"]), _percent(entry["relative"]), _interval(delta_ci) if delta_ci else ""])
+        rows.append([name, f"{num(entry['baseline'])} {_interval(entry['baseline_ci'], signed=False)}",
+                     f"{num(entry['finetuned'])} {_interval(entry['finetuned_ci'], signed=False)}",
+                     signed(entry["delta"]), percent(entry["relative"]), _interval(delta_ci) if delta_ci else ""])
     return Section("Before vs after fine-tuning", [
         "Each figure with its 95% bootstrap interval; the last column is the paired interval of the difference "
         "(the same resampled rows for both models).",
@@ -121,7 +122,7 @@ def _all_runs(runs: dict[str, FinishedRun]) -> Section:
     rows = []
     for label, run in runs.items():
         metrics = run.metrics
-        rows.append([label, _data_name(run), str(metrics["n"]), *(_num(metrics.get(name)) for name in
+        rows.append([label, _data_name(run), str(metrics["n"]), *(num(metrics.get(name)) for name in
                      ("f1", "accuracy", "precision", "recall", "fpr", "fnr", "roc_auc")), _thresholds(run)])
     return Section("Every run in one table", [
         "The reference is a logistic regression on frozen MiniLM-L6 sentence embeddings: if an LLM does not beat "
@@ -134,7 +135,7 @@ def _groups(comparison: dict, pair: dict[str, FinishedRun]) -> Section:
     for group, entry in comparison["per_group"].items():
         row = [group, str(entry["n"])]
         for rate in GROUP_RATES:
-            row += [_num(entry[rate]["baseline"]), _num(entry[rate]["finetuned"]), _signed(entry[rate]["delta"]),
+            row += [num(entry[rate]["baseline"]), num(entry[rate]["finetuned"]), signed(entry[rate]["delta"]),
                     _interval(bootstrap.get(group, {}).get(rate, {}).get("ci"))]
         rows.append(row)
     header = ["group", "n", "FPR before", "FPR after", "ΔFPR", "95% CI", "FNR before", "FNR after", "ΔFNR", "95% CI"]
@@ -164,11 +165,11 @@ def _calibrations(calibrations: list[dict]) -> Section:
         per_group = calibration.get("validation_per_group", {})
         rows.append([calibration["objective"] + (f" ≤ {calibration['max_group_fpr']:.2f}"
                                                   if calibration.get("max_group_fpr") is not None else ""),
-                     _num(calibration["threshold"]),
-                     ", ".join(f"{group} {_num(value)}" for group, value in calibration["per_group"].items()) or "—",
-                     _num(calibration["validation_f1"]),
-                     _signed(calibration["validation_f1"] - calibration["unconstrained_f1"]),
-                     ", ".join(f"{group} {_num(entry['fpr'])}" for group, entry in per_group.items())])
+                     num(calibration["threshold"]),
+                     ", ".join(f"{group} {num(value)}" for group, value in calibration["per_group"].items()) or "—",
+                     num(calibration["validation_f1"]),
+                     signed(calibration["validation_f1"] - calibration["unconstrained_f1"]),
+                     ", ".join(f"{group} {num(entry['fpr'])}" for group, entry in per_group.items())])
     return Section("Decision thresholds (fitted on the validation split)", [
         "ΔF1 = validation F1 under the objective's thresholds minus the F1 of the best single threshold: "
         "what a fairness constraint costs in F1 (negative: a cost).",
@@ -182,7 +183,7 @@ def _functional(suites: dict[str, FinishedRun]) -> Section:
     for name in names:
         entries = [run.metrics["per_functionality"].get(name) for run in suites.values()]
         first = next(entry for entry in entries if entry)
-        rows.append([name, first["label"], str(first["n"]), *(_num(entry["accuracy"]) if entry else "—"
+        rows.append([name, first["label"], str(first["n"]), *(num(entry["accuracy"]) if entry else "—"
                                                                for entry in entries)])
     return Section("Functional tests (accuracy per functionality)", [
         "HateCheck-style cases from suites/functional/templates.yaml: identity mentions, counter-speech, quoting, "
@@ -194,8 +195,8 @@ def _cases(comparison: dict) -> Section:
     cases = comparison["cases"]
     shown: list = []
     for kind in ("fixed", "broken"):
-        rows = [[case["id"], case["group"], case["label"], f"{case['baseline_prediction']} ({_num(case['baseline_score'])})",
-                 f"{case['finetuned_prediction']} ({_num(case['finetuned_score'])})", _cut(case["text"])]
+        rows = [[case["id"], case["group"], case["label"], f"{case['baseline_prediction']} ({num(case['baseline_score'])})",
+                 f"{case['finetuned_prediction']} ({num(case['finetuned_score'])})", _cut(case["text"])]
                 for case in cases[f"top_{kind}"]]
         shown.append(f"Top {len(rows)} {kind} cases:")
         shown.append(Table(["id", "group", "label", "baseline", "fine-tuned", "text"], rows))
@@ -234,11 +235,11 @@ def _thresholds(run: FinishedRun) -> str:
     if "threshold" not in thresholds:
         return "—"
     per_group = thresholds.get("per_group") or {}
-    return _num(thresholds["threshold"]) + (" + per group" if per_group else "")
+    return num(thresholds["threshold"]) + (" + per group" if per_group else "")
 
 
 def _fact(value) -> str:
-    return _num(value) if isinstance(value, float) else str(value)
+    return num(value) if isinstance(value, float) else str(value)
 
 
 def _cut(text: str) -> str:
@@ -246,16 +247,7 @@ def _cut(text: str) -> str:
     return text if len(text) <= CASE_TEXT_CHARS else text[:CASE_TEXT_CHARS - 1] + "…"
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
-
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3f}"
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:+.1f}%"
 
 
 def _interval(interval: list | None, *, signed: bool = True) -> str:

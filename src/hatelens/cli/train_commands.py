@@ -1,0 +1,90 @@
+"""`hatelens train` (LoRA fine-tuning into a run folder) and `hatelens merge` (adapter -> one model)."""
+
+import argparse
+
+from hatelens.cli.options import add_overrides
+from hatelens.config import TrainConfig, load_config
+
+# flag -> TrainConfig key; the seed scripts' underscore spellings work too
+TRAIN_FLAGS = {
+    "model": ("--model", "--model_name", "--model-name"),
+    "template": ("--template",),
+    "train_file": ("--train-file", "--train_file"),
+    "val_file": ("--val-file", "--val_file"),
+    "output_dir": ("--output-dir", "--output_dir"),
+    "name": ("--name",),
+    "epochs": ("--epochs",),
+    "batch_size": ("--batch-size", "--batch_size"),
+    "grad_accum": ("--grad-accum", "--grad_accum", "--gradient_accumulation_steps"),
+    "learning_rate": ("--learning-rate", "--learning_rate", "--lr"),
+    "max_train_samples": ("--max-train-samples", "--max_train_samples"),
+    "device": ("--device",),
+}
+LORA_FLAGS = {
+    "r": ("--lora-rank", "--lora_rank", "--lora-r", "--lora_r"),
+    "alpha": ("--lora-alpha", "--lora_alpha"),
+    "dropout": ("--lora-dropout", "--lora_dropout"),
+}
+TYPES = {"epochs": float, "batch_size": int, "grad_accum": int, "learning_rate": float, "max_train_samples": int,
+         "r": int, "alpha": int, "dropout": float}
+
+
+def register(subparsers) -> None:
+    summary = "LoRA fine-tuning on the training split, validated each epoch, into a run folder"
+    parser = subparsers.add_parser("train", help=summary, description=summary)
+    parser.add_argument("--config", help="training recipe (configs/lora/*.yaml)")
+    for key, flags in {**TRAIN_FLAGS, **LORA_FLAGS}.items():
+        parser.add_argument(*flags, dest=key, type=TYPES.get(key, str))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the newest unfinished run of this config from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (train.log still records progress)")
+    add_overrides(parser)
+    parser.set_defaults(handler=run_train)
+
+    summary = "merge a LoRA adapter into its base model: safetensors model + tokenizer"
+    parser = subparsers.add_parser("merge", help=summary, description=summary)
+    parser.add_argument("--adapter", required=True, help="PEFT adapter folder (runs/<train run>/adapter)")
+    parser.add_argument("--output", required=True, help="new folder for the merged model")
+    parser.add_argument("--model", help="base model (default: the one named in the adapter's config)")
+    parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16")
+    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
+    parser.set_defaults(handler=run_merge)
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    values = {key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None}
+    lora = {key: getattr(args, key) for key in LORA_FLAGS if getattr(args, key) is not None}
+    if lora:
+        values["lora"] = lora
+    return load_config(TrainConfig, args.config, args.overrides, base=values)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from hatelens.train import train
+
+    config = build_config(args)
+    result = train(config, progress=not args.quiet, resume=args.resume)
+    summary = result.summary
+    best = summary["best"]
+    print(f"Trained:  {summary['model']} + LoRA r={config.lora.r} on {summary['n_train']} examples, "
+          f"{summary['epochs_done']} epochs in {summary['wall_s'] / 60:.1f} min "
+          f"({summary['train_samples_per_s']:.2f} samples/s)")
+    print(f"Best:     {best['checkpoint']} ({best['metric']} {best['value']:.4f}): {best['why']}")
+    for row in summary["epochs"]:
+        figures = ", ".join(f"{key} {row[key]:.4f}" for key in ("train_loss", "eval_loss", "eval_f1", "eval_roc_auc")
+                            if row.get(key) is not None)
+        print(f"  epoch {row['epoch']}: {figures}")
+    for warning in summary["warnings"]:
+        print(f"Warning:  {warning}")
+    print(f"Wrote:    {result.run_dir}/  (adapter/, training_summary.json, train.log, tensorboard/)")
+    print(f"Next:     hatelens evaluate --model {result.adapter_dir} --template {config.template} "
+          "--data data/unified/unified_test.json")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from hatelens.merge import merge_adapter
+
+    output = merge_adapter(args.adapter, args.output, model=args.model, dtype=args.dtype, device=args.device)
+    print(f"Wrote:  {output}/  (model.safetensors, config.json, tokenizer; load it with --model {output})")
+    return 0

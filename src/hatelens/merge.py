@@ -1,0 +1,47 @@
+"""Fold a LoRA adapter into its base model: one safetensors model + tokenizer, no PEFT needed to serve it.
+
+    hatelens merge --adapter runs/<train run>/adapter --output models/hatelens-merged
+
+The merged folder scores like base + adapter (tests/test_merge.py checks it on a tiny model) and
+loads with `--model <folder>` anywhere a model folder is accepted.
+"""
+
+import logging
+import shutil
+from pathlib import Path
+
+from hatelens import models, runs
+from hatelens.backends.hf import pick_device, pick_dtype
+from hatelens.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+MERGE_INFO = "hatelens_merge.json"
+
+
+def merge_adapter(adapter_dir: str, output_dir: str, *, model: str | None = None, dtype: str = "auto",
+                  device: str = "cpu") -> Path:
+    """Write base + adapter, merged, to output_dir (written beside it first, then renamed into place)."""
+    from peft import PeftModel
+
+    output = Path(output_dir)
+    if output.exists() and any(output.iterdir()):
+        raise ConfigError(f"--output {output} exists and is not empty; choose a new folder")
+    base = model or models.adapter_base(adapter_dir)
+    source = models.resolve_model(base)
+    tokenizer = models.load_tokenizer(source)
+    device = pick_device(device)
+    base_model = models.load_model(source, dtype=pick_dtype(dtype, device), device=device, tokenizer=tokenizer)
+    merged = PeftModel.from_pretrained(base_model, adapter_dir).merge_and_unload()
+    merged.name_or_path = str(output)
+    staging = output.with_name(output.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    merged.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    runs.write_json(staging / MERGE_INFO, {"base_model": base, "adapter": str(adapter_dir),
+                                            "adapter_sha256": models.adapter_hash(adapter_dir)})
+    if output.exists():
+        output.rmdir()
+    staging.replace(output)
+    logger.info("merged %s + %s into %s", base, adapter_dir, output)
+    return output

@@ -1,0 +1,305 @@
+"""LoRA fine-tuning of a causal LM on the training split, validated every epoch, into a run folder.
+
+    hatelens train --config configs/lora/cpu_small.yaml          # the embedded model, on a 2-core CPU
+    hatelens train --config configs/lora/cpu_small.yaml --resume # continue a killed run
+    hatelens evaluate --model runs/<run>/adapter --template <the recipe's template> --data ...
+
+The records are the evaluator's own prompts (same template, same chat template) followed by the
+answer it reads; the loss is on the answer tokens only (sft_data.py). TRL's SFTTrainer does the
+loop with a PEFT LoraConfig (sft_trainer.py adapts it): cosine schedule with warm-up, evaluation
+on the validation split each epoch, early stopping, the best checkpoint by validation loss or F1.
+
+runs/<UTC stamp>_<name>/
+  adapter/                 PEFT adapter (safetensors) + tokenizer: the best checkpoint
+  training_summary.json    wall time, samples/s, losses per epoch, best checkpoint and why, parameters
+  train.log                the same progress, as plain lines (tail -f it)
+  tensorboard/             tensorboard --logdir runs/<run>/tensorboard
+  checkpoints/             the last and best checkpoints (safetensors + JSON): what --resume reads
+  config.yaml, manifest.json
+"""
+
+import gc
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import peft
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from transformers import EarlyStoppingCallback, set_seed
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import PrinterCallback
+from trl import SFTConfig
+
+from hatelens import data, models, prompts, runs, sft_data
+from hatelens.backends.hf import pick_device, pick_dtype
+from hatelens.config import TrainConfig, to_dict
+from hatelens.errors import ConfigError, ModelError
+from hatelens.sft_trainer import AnswerSFTTrainer, last_checkpoint
+from hatelens.train_callbacks import TrainingProgress
+from hatelens.train_summary import BEST_METRICS, build_summary
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "training_summary.json"  # written last: its presence marks a finished run
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+LOG_FILE = "train.log"
+TENSORBOARD_DIR = "tensorboard"
+MIN_SHARED_OPENING_TOKENS = 8  # a shorter shared prompt opening is not worth its own forward pass
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path
+    summary: dict
+
+
+def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, callbacks: tuple = ()) -> TrainResult:
+    """Fine-tune, keep the best adapter, write the run folder. resume: continue the newest unfinished
+    run of the same config from its last checkpoint. callbacks: extra transformers TrainerCallbacks."""
+    check_config(config)
+    train_examples, val_examples = load_splits(config)
+    identity = config_hash(config, train_examples, val_examples)
+    run_dir = runs.find_unfinished(Path(config.output_dir), identity, SUMMARY_FILE) if resume else None
+    if resume and run_dir is None:
+        logger.warning("--resume: no unfinished run of this config in %s; starting a new one", config.output_dir)
+    run_dir = run_dir or runs.new_run_dir(Path(config.output_dir), config.name or f"train_{Path(config.model).name}")
+    with run_log(run_dir / LOG_FILE):
+        resume_from = last_checkpoint(run_dir / CHECKPOINTS_DIR) if resume else None
+        logger.info("run folder %s%s", run_dir, f" (resuming from {resume_from.name})" if resume_from else "")
+        template = prompts.load_template(config.template)
+        write_run_files(run_dir, config, identity, template, train_examples, val_examples)
+
+        source = models.resolve_model(config.model)
+        tokenizer = models.load_tokenizer(source, trust_remote_code=config.trust_remote_code)
+        records = build_records(config, template, tokenizer, train_examples, val_examples)
+        fit = fit_with_memory_backoff(config, source, tokenizer, records, template, run_dir, resume_from,
+                                      progress, callbacks)
+
+        adapter_dir = run_dir / ADAPTER_DIR
+        fit.trainer.save_model(str(adapter_dir))  # the best checkpoint, loaded back at the end of training
+        runs.write_json(adapter_dir / "hatelens_training.json", {
+            "base_model": config.model, "template": config.template, "prompt_sha256": template.hash,
+            "note": f"evaluate with the same template: hatelens evaluate --model <this folder> --template "
+                    f"{config.template}",
+        })
+        summary = build_summary(config, fit.trainer, fit.output, wall_s=fit.wall_s, n_train=len(records.train),
+                                batch_size=fit.batch_size, grad_accum=fit.grad_accum, backoffs=fit.backoffs,
+                                resumed_from=str(resume_from) if resume_from else None, adapter_dir=adapter_dir)
+        for warning in summary["warnings"]:
+            logger.warning("%s", warning)
+        runs.write_json(run_dir / SUMMARY_FILE, summary)
+        logger.info("adapter written to %s", adapter_dir)
+    return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, summary=summary)
+
+
+@dataclass
+class Records:
+    train: object  # datasets.Dataset of input_ids / labels / length
+    val: object
+    validation: tuple[list[str], list[str]]  # (texts, labels) the evaluator's scoring reads
+    opening: list[int]  # token ids every record starts with, run once per batch ([] when too short)
+
+
+@dataclass
+class Fit:
+    trainer: object
+    output: object  # transformers TrainOutput
+    wall_s: float
+    batch_size: int  # per device, after any out-of-memory back-off
+    grad_accum: int
+    backoffs: list[dict]
+
+
+def write_run_files(run_dir: Path, config: TrainConfig, identity: str, template, train_examples, val_examples):
+    runs.write_yaml(run_dir / "config.yaml", to_dict(config))
+    runs.write_json(run_dir / "manifest.json", runs.manifest(
+        step="train", config_hash=identity, model=config.model, prompt_template=template.name,
+        prompt_sha256=template.hash, train_file=config.train_file, train_sha256=data.file_sha256(config.train_file),
+        val_file=config.val_file, val_sha256=data.file_sha256(config.val_file),
+        train_examples_sha256=data.examples_hash(train_examples), n_train=len(train_examples),
+        val_examples_sha256=data.examples_hash(val_examples), n_val=len(val_examples),
+    ))
+
+
+def build_records(config: TrainConfig, template, tokenizer, train_examples, val_examples) -> Records:
+    train_set = sft_data.build_dataset(train_examples, template, tokenizer,
+                                       max_length_tokens=config.max_length_tokens, where=config.train_file)
+    val_set = sft_data.build_dataset(val_examples, template, tokenizer,
+                                     max_length_tokens=config.max_length_tokens, where=config.val_file)
+    opening = sft_data.shared_opening([train_set, val_set])
+    if len(opening) < MIN_SHARED_OPENING_TOKENS:
+        opening = []
+    logger.info("%d training and %d validation records; mean %.1f tokens, of which %d shared by all (run once "
+                "per batch)", len(train_set), len(val_set), sum(train_set["length"]) / len(train_set), len(opening))
+    validation = ([example.text for example in val_examples], [example.label for example in val_examples])
+    return Records(train_set, val_set, validation, opening)
+
+
+def fit_with_memory_backoff(config: TrainConfig, source, tokenizer, records: Records, template, run_dir: Path,
+                            resume_from: Path | None, progress: bool, callbacks: tuple) -> Fit:
+    """Train; on out-of-memory, halve the per-device batch and double accumulation (same effective batch)."""
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    batch_size, grad_accum, backoffs = config.batch_size, config.grad_accum, []
+    started = time.perf_counter()
+    while True:
+        set_seed(config.seed)  # LoRA's initial weights are drawn before Trainer seeds anything
+        model = load_base_model(config, source, tokenizer, dtype, device)
+        trainer = build_trainer(config, model, tokenizer, records.train, records.val, records.validation, template,
+                                records.opening, run_dir, batch_size, grad_accum, progress, callbacks)
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            return Fit(trainer, output, time.perf_counter() - started, batch_size, grad_accum, backoffs)
+        except torch.OutOfMemoryError:
+            if resume_from is not None:
+                raise ModelError(f"out of memory while resuming {run_dir} at per-device batch {batch_size}: its "
+                                 "checkpoints were made at this batch size; start a new run (without --resume), "
+                                 "which halves the batch automatically") from None
+            if batch_size == 1:
+                raise ModelError(f"out of memory at batch size 1 training {config.model}; use a smaller model, "
+                                 "gradient_checkpointing=true, a shorter template or a larger device") from None
+            batch_size, grad_accum = batch_size // 2, grad_accum * 2
+            backoffs.append({"batch_size": batch_size, "grad_accum": grad_accum})
+            logger.warning("out of memory: per-device batch halved to %d, gradient accumulation doubled to %d "
+                           "(same effective batch); restarting training", batch_size, grad_accum)
+            del trainer, model
+            free_memory()
+            shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)  # this attempt's, made at the old batch
+
+
+def check_config(config: TrainConfig) -> None:
+    if config.best_metric not in BEST_METRICS:
+        raise ConfigError(f"best_metric {config.best_metric!r}: choose one of {', '.join(BEST_METRICS)}")
+    if config.dtype == "float16":
+        raise ConfigError("dtype float16 is not supported for training (it needs a loss scaler); "
+                          "use bfloat16 or float32")
+    for name in ("epochs", "batch_size", "grad_accum", "learning_rate"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.lora.target_parameters and config.lora.dropout:
+        raise ConfigError("lora.target_parameters (LoRA on expert weights) needs lora.dropout=0 (PEFT cannot apply "
+                          f"dropout there); got lora.dropout={config.lora.dropout}")
+    if not 0 <= config.warmup_ratio < 1:
+        raise ConfigError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
+
+
+def load_splits(config: TrainConfig) -> tuple[list, list]:
+    """Training and validation examples, each optionally a seeded stratified sample."""
+    train_examples = data.load_examples(config.train_file).examples
+    val_examples = data.load_examples(config.val_file).examples
+    if config.max_train_samples:
+        train_examples = data.stratified_sample(train_examples, config.max_train_samples, seed=config.seed)
+    if config.max_val_samples:
+        val_examples = data.stratified_sample(val_examples, config.max_val_samples, seed=config.seed)
+    return train_examples, val_examples
+
+
+def config_hash(config: TrainConfig, train_examples, val_examples) -> str:
+    identity = {**to_dict(config), "train": data.examples_hash(train_examples), "val": data.examples_hash(val_examples)}
+    identity.pop("output_dir")
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def adapter_base_name(model: str) -> str:
+    """What the adapter records as its base: an alias or hub id as given, a local folder as an absolute
+    path (so `--model runs/x/adapter` finds it from any working directory)."""
+    path = Path(model)
+    return str(path.resolve()) if model not in models.ALIASES and path.exists() else model
+
+
+def load_base_model(config: TrainConfig, source, tokenizer, dtype, device):
+    """The base model (GGUF aliases from the converted safetensors cache); fp32 on CPU, bf16 on GPU."""
+    kwargs = {}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if config.dequantize_mxfp4:
+        from transformers import Mxfp4Config
+
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
+    model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
+                              tokenizer=tokenizer, **kwargs)
+    model.config.use_cache = False  # no key/value cache while training (gradient checkpointing needs it off)
+    model.name_or_path = adapter_base_name(config.model)  # PEFT copies it into adapter_config.json
+    return model
+
+
+def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, validation, template, opening: list[int],
+                  run_dir: Path, batch_size: int, grad_accum: int, progress: bool, callbacks: tuple):
+    metric, greater_is_better = BEST_METRICS[config.best_metric]
+    strategy = "steps" if config.eval_steps else "epoch"
+    args = SFTConfig(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of all optimizer steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        train_sampling_strategy="group_by_length",  # batches of similar length: little padding
+        eval_strategy=strategy, save_strategy=strategy, eval_steps=config.eval_steps, save_steps=config.eval_steps,
+        eval_on_start=config.eval_on_start,
+        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps, logging_first_step=True,
+        seed=config.seed, data_seed=config.seed,
+        bf16=model.dtype == torch.bfloat16, use_cpu=pick_device(config.device) == "cpu",
+        activation_checkpointing=config.gradient_checkpointing,  # (transformers' new name for it)
+        max_length=None,  # records are checked against max_length_tokens instead of being cut
+        report_to="none", disable_tqdm=True,  # TensorBoard and the progress bar are added below
+        dataloader_num_workers=0,
+        router_aux_loss_coef=0.0,  # MoE (gpt-oss): the router is frozen under LoRA; no load-balancing loss
+    )
+    lora = peft.LoraConfig(
+        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules, target_parameters=config.lora.target_parameters,
+        bias="none", task_type="CAUSAL_LM",
+    )
+    trainer_callbacks = [TrainingProgress(show_bar=progress),
+                         TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR)))]
+    if config.early_stopping_patience:
+        trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = AnswerSFTTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer,
+        peft_config=lora, callbacks=trainer_callbacks + list(callbacks), validation=validation, template=template,
+        shared_opening=opening,
+    )
+    trainer.remove_callback(PrinterCallback)  # TrainingProgress logs instead of printing raw dicts
+    return trainer
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class run_log:
+    """Copy hatelens' log lines (INFO and up) into the run's train.log while training runs."""
+
+    def __init__(self, path: Path):
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setLevel(logging.INFO)
+        self.logger = logging.getLogger("hatelens")
+        self.level = self.logger.level
+
+    def __enter__(self):
+        self.logger.addHandler(self.handler)
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+        self.handler.close()

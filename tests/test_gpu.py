@@ -1,0 +1,50 @@
+"""The hf backend's fast paths on a CUDA device (bf16, fused attention kernels): same answers as the
+plain path. Marked `gpu`: skipped where no CUDA device is visible (CI has none).
+    pytest -m gpu tests/test_gpu.py
+"""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hatelens import prompts
+from hatelens.backends.hf import SINK_ATTENTION, HFClassifier, use_sink_attention
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+TEXTS = ["hello there", "a much longer post about gay people and mexican food and the middle east", "x",
+         "the post", "another post, with a comma"] * 3
+
+
+def _model(folder, *, fused: bool):
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).to("cuda").eval()
+    if fused:
+        use_sink_attention(model)
+    return model
+
+
+def test_prefix_reuse_and_fused_attention_match_the_plain_eager_path_on_cuda(tiny_gpt_oss_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt_oss_dir)
+    template = prompts.load_template("baseline")
+    plain = HFClassifier(_model(tiny_gpt_oss_dir, fused=False), tokenizer, template, batch_size=4,
+                         reuse_prefix=False).classify(TEXTS)
+    fast_model = _model(tiny_gpt_oss_dir, fused=True)
+    assert fast_model.config._attn_implementation == SINK_ATTENTION
+    fast = HFClassifier(fast_model, tokenizer, template, batch_size=4)
+    scores = fast.classify(TEXTS)
+    assert fast._prefix is not None
+    # bf16 on both paths: agreement to bf16 rounding, not bit for bit
+    assert [o.score for o in scores] == pytest.approx([o.score for o in plain], abs=2e-2)
+
+
+def test_fused_sink_attention_trains_like_eager_on_cuda(tiny_gpt_oss_dir):
+    torch.manual_seed(0)
+    eager, fused = _model(tiny_gpt_oss_dir, fused=False), _model(tiny_gpt_oss_dir, fused=True)
+    input_ids = torch.randint(0, eager.config.vocab_size, (4, 64), device="cuda")
+    for model in (eager, fused):
+        model.train()
+        model(input_ids=input_ids, labels=input_ids).loss.backward()
+    for name in ("q_proj", "o_proj"):
+        want = getattr(eager.model.layers[1].self_attn, name).weight.grad.float()
+        got = getattr(fused.model.layers[1].self_attn, name).weight.grad.float()
+        assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < 5e-2

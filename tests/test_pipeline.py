@@ -1,0 +1,65 @@
+"""`hatelens run` end to end on a tiny model: every step's folder, the verdict, resuming."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hatelens.config import RunConfig, load_config
+from hatelens.pipeline import run_pipeline
+from test_train import separable_rows, write_jsonl
+
+pytestmark = [
+    # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.
+    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+]
+
+STEPS = ("01_baseline_validation", "02_train", "03_finetuned_validation", "04_baseline_test", "05_finetuned_test",
+         "06_baseline_test_calibrated", "07_finetuned_test_calibrated", "10_comparison")
+
+
+@pytest.fixture
+def run_config(tiny_llama_dir, tmp_path) -> RunConfig:
+    recipe = tmp_path / "tiny_recipe.yaml"
+    recipe.write_text("epochs: 2\nbatch_size: 4\ngrad_accum: 1\nlearning_rate: 0.01\neval_batch_size: 8\n"
+                      "logging_steps: 1\neval_on_start: true\nlora:\n  r: 4\n  alpha: 8\n")
+    test_rows = [{**row, "id": f"test{index}"} for index, row in enumerate(separable_rows(24))]
+    return load_config(RunConfig, None, [
+        f"model={tiny_llama_dir}", "template=compact", f"train_recipe={recipe}",
+        f"train_data={write_jsonl(tmp_path / 'train.jsonl', separable_rows(12))}",
+        f"validation_data={write_jsonl(tmp_path / 'validation.jsonl', separable_rows(12))}",
+        f"test_data={write_jsonl(tmp_path / 'test.jsonl', test_rows)}",
+        f"output_dir={tmp_path / 'runs'}", "reference=false", "functional_suite=null", "n_bootstrap=50",
+        "batch_size=8",
+    ])
+
+
+def test_run_walks_every_step_and_writes_a_report(run_config):
+    result = run_pipeline(run_config, progress=False)
+    for step in STEPS:
+        assert (result.run_dir / step).is_dir(), step
+    assert result.report_html.is_file()
+    verdict = json.loads((result.run_dir / "verdict.json").read_text())
+    assert verdict["passed"] == result.passed
+    names = {criterion["name"] for criterion in verdict["criteria"]}
+    assert len(names) >= 4
+    thresholds = json.loads((result.run_dir / "03_finetuned_validation" / "thresholds.json").read_text())
+    calibrated = json.loads((result.run_dir / "07_finetuned_test_calibrated" / "metrics.json").read_text())
+    assert calibrated["run"]["thresholds"]["threshold"] == pytest.approx(thresholds["threshold"])
+    # the test split is never what a threshold was fitted on
+    assert "validation" in thresholds["source_run"]
+
+
+def test_rerun_after_finishing_steps_keeps_them(run_config):
+    first = run_pipeline(run_config, progress=False)
+    (first.run_dir / "verdict.json").unlink()  # as if interrupted just before the end
+    (first.run_dir / "05_finetuned_test" / "metrics.json").unlink()
+    kept = [first.run_dir / "01_baseline_validation" / "metrics.json",
+            next((first.run_dir / "02_train").glob("*/training_summary.json"))]
+    stamps = {path: path.stat().st_mtime_ns for path in kept}
+    second = run_pipeline(run_config, progress=False)
+    assert second.run_dir == first.run_dir
+    for path, stamp in stamps.items():
+        assert path.stat().st_mtime_ns == stamp, path
+    assert (second.run_dir / "05_finetuned_test" / "metrics.json").is_file()
+    assert Path(second.verdict["report_html"]).is_file()
