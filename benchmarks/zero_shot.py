@@ -26,15 +26,20 @@ def main() -> None:
     parser.add_argument("--data", default="data/unified/unified_test.json")
     parser.add_argument("--output-dir", default="runs/zero_shot")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--only-finished", action="store_true",
+                        help="tabulate the cells already measured; list the others as not run")
     args = parser.parse_args()
 
-    rows = []
+    rows, missing = [], []
     for model in args.models:
         for template in args.templates:
+            run_dir = Path(args.output_dir) / f"{model}_{template}"  # fixed: a finished cell is read back
+            if args.only_finished and not (run_dir / "metrics.json").is_file():
+                missing.append(f"{model} x {template}")
+                continue
             config = EvalConfig(data=args.data, output_dir=args.output_dir, name=f"{model}_{template}",
                                 model=ModelConfig(model=model, template=template, batch_size=args.batch_size))
-            result = evaluate(config)
-            rows.append((model, template, result))
+            rows.append((model, template, evaluate(config, run_dir=run_dir)))
     lines = [
         "# Zero-shot baselines on the full test split (score mode, threshold 0.5)",
         "",
@@ -51,6 +56,8 @@ def main() -> None:
             f"{_num(metrics['per_group'][g]['fpr'])} | {_num(metrics['per_group'][g]['fnr'])}" for g in GROUPS)
         lines.append(f"| {model} | {template} | {_num(metrics['f1'])} | {_num(metrics['roc_auc'])} | {groups} | "
                      f"{metrics['run']['scoring_wall_s']:.0f} | `{result.run_dir}` |")
+    if missing:
+        lines += ["", f"Not measured yet (run the command without --only-finished): {', '.join(missing)}."]
     table = "\n".join(lines) + "\n"
     print(table)
     runs.write_atomic(Path(__file__).parent / "results" / "zero_shot.md", table)

@@ -69,7 +69,11 @@ def test_prefix_reuse_is_off_where_the_head_is_not_plain(tiny_llama_dir):
     template = prompts.load_template("baseline")
     assert HFClassifier(model, tokenizer, template).reuse_prefix
     assert not HFClassifier(model, tokenizer, template, mode="generate").reuse_prefix
-    model.config.model_type = "gemma3_text"  # may soft-cap its logits after lm_head
+    model.config.model_type = "gemma2"  # soft-caps its logits after lm_head
+    assert not HFClassifier(model, tokenizer, template).reuse_prefix
+    model.config.model_type = "gemma3_text"  # plain head unless it asks for soft-capping
+    assert HFClassifier(model, tokenizer, template).reuse_prefix
+    model.config.final_logit_softcapping = 30.0
     assert not HFClassifier(model, tokenizer, template).reuse_prefix
 
 

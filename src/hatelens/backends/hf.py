@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Architectures whose causal-LM head is exactly lm_head(decoder(x)), which prefix reuse computes itself;
 # others (Gemma's optional logit soft-capping, say) take the plain path.
-PREFIX_REUSE_MODEL_TYPES = frozenset({"llama", "gpt_oss", "mistral", "qwen2", "qwen3"})
+# gemma3_text: only without soft-capping (checked on gemma3-270m: policy_persona scores equal to 1e-6,
+# its 573-token prompts reaching past the 512-token sliding window).
+PREFIX_REUSE_MODEL_TYPES = frozenset({"llama", "gpt_oss", "mistral", "qwen2", "qwen3", "gemma3_text"})
 MIN_SHARED_PREFIX_TOKENS = 16  # a shorter shared opening is not worth its own forward pass
 
 
@@ -100,7 +102,8 @@ class HFClassifier:
         self.max_new_tokens = max_new_tokens
         self.model_version = model_version
         self.device = next(model.parameters()).device
-        self.reuse_prefix = reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
+        self.reuse_prefix = (reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
+                             and model.config.to_dict().get("final_logit_softcapping") is None)
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
         self._continuations = {
             label: tokenizer(text, add_special_tokens=False).input_ids
