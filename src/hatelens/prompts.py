@@ -6,7 +6,6 @@ feeds evaluation and training, so a fine-tuned model is scored on exactly the te
 """
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +120,3 @@ def render_prompt(template: PromptTemplate, text: str, tokenizer, *, prefill_ans
         return prompt
     opening = HARMONY_FINAL if is_harmony(tokenizer) else ""
     return prompt + opening + template.answer_prefix
-
-
-def answer_json(label: str) -> str:
-    return json.dumps({"classification": label})
