@@ -22,6 +22,8 @@ import base64
 import datetime
 import itertools
 import json
+import math
+import os
 import platform
 import random
 import sys
@@ -30,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-from hatelens import data, evaluate, prompts
-from hatelens.backends.hf import HFClassifier, use_sink_attention
+from hatelens import answer_loss, data, evaluate, prompts
+from hatelens.backends.hf import SINK_ATTENTION, HFClassifier, use_sink_attention
+from hatelens.gpu_speedups import compile_expert_gate, restore_expert_gate
 
 TEST = "data/unified/unified_test.json"
 TRAIN = "data/train.jsonl"
@@ -49,7 +52,7 @@ HARMONY_TEMPLATE = (
     "{% else %}<|start|>{{ message['role'] }}<|message|>{{ message['content'] }}<|end|>{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|start|>assistant{% endif %}"
 )
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]  # attention projections: the default recipe's adapter
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the default recipe's adapter: r 32, alpha 64, dropout 0.1
 
 
 # -- model and tokenizer ----------------------------------------------------------------------------
@@ -156,14 +159,64 @@ def time_scoring(model, tokenizer, template, examples, *, batch_size: int, reuse
         scores += [output.score for output in fresh.classify([example.text for example in chunk])]
     synchronize()
     wall_s = time.perf_counter() - started
-    prompt_tokens = [len(fresh.encode(example.text)) for chunk in chunks for example in chunk]
+    texts = [example.text for chunk in chunks for example in chunk]
+    tokenize_started = time.perf_counter()
+    prompt_tokens = [len(ids) for ids in fresh.encode_many(texts)]  # the CPU's share of the wall time
+    tokenize_s = time.perf_counter() - tokenize_started
     prefix_tokens = len(fresh._prefix[0]) if fresh._prefix else 0
     return {"rows": len(scores), "batch_size": batch_size, "reuse_prefix": reuse_prefix,
             "attention": model.config._attn_implementation, "experts": model.config._experts_implementation,
-            "wall_s": wall_s, "samples_per_s": len(scores) / wall_s, "prompt_tokens": sum(prompt_tokens),
+            "wall_s": wall_s, "tokenize_s": tokenize_s, "samples_per_s": len(scores) / wall_s, "prompt_tokens": sum(prompt_tokens),
             "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens), "prefix_tokens": prefix_tokens,
             "computed_tokens": sum(prompt_tokens) - prefix_tokens * (len(scores) - 1) if prefix_tokens else sum(prompt_tokens),
-            "peak_gib": peak_gib(), "nan_scores": sum(score != score for score in scores), "scores": scores}
+            "peak_gib": peak_gib(), "nan_scores": sum(math.isnan(score) for score in scores), "scores": scores}
+
+
+def profile_scoring(model, tokenizer, template, examples, *, batch_size: int, top: int = 12) -> dict:
+    """Where the GPU time of one prefix-reuse `classify` goes: the `top` kernels by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    classifier = HFClassifier(model, tokenizer, template, batch_size=batch_size)
+    texts = [example.text for example in examples]
+    classifier.classify(texts)  # warm: the opening is cached, kernels loaded
+    synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        classifier.classify(texts)
+        synchronize()
+    kernels = torch.autograd.DeviceType.CUDA  # kernels only: the aten ops above them would count twice
+    events = [event for event in profiler.key_averages() if event.device_type == kernels
+              and event.self_device_time_total > 0]
+    total = sum(event.self_device_time_total for event in events)
+    events.sort(key=lambda event: -event.self_device_time_total)
+    return {"rows": len(texts), "batch_size": batch_size, "device_ms": total / 1000, "kernel_launches": sum(
+                event.count for event in events),
+            "kernels": [{"name": event.key[:90], "ms": event.self_device_time_total / 1000, "calls": event.count,
+                         "share": event.self_device_time_total / total} for event in events[:top]]}
+
+
+def check_fp32(model, tokenizer, templates, examples, *, batch_size: int = 64) -> list[dict]:
+    """The fast paths against the plain eager path with the model in float32, where bf16 rounding (and the
+    expert choices it flips in a random MoE) cannot hide a real difference. The model returns to bf16 after."""
+    model.float()
+    results = []
+    try:
+        for name, template in templates.items():
+            model.set_attn_implementation("eager")
+            texts = [example.text for example in examples]
+            plain = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size,
+                                                   reuse_prefix=False).classify(texts)]
+            prefix = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
+            use_sink_attention(model)
+            fused = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
+            for variant, scores in (("prefix reuse, eager", prefix), ("prefix reuse, fused sinks", fused)):
+                gaps = sorted(abs(a - b) for a, b in zip(scores, plain))
+                results.append({"template": name, "variant": variant, "rows": len(texts), "max_abs_dp": gaps[-1],
+                                "median_abs_dp": gaps[len(gaps) // 2], "same_side_of_0.5": sum(
+                                    (a >= 0.5) == (b >= 0.5) for a, b in zip(scores, plain)) / len(texts)})
+    finally:
+        model.to(torch.bfloat16)
+        model.set_attn_implementation("eager")
+    return results
 
 
 def time_seed_method(model, tokenizer, template, examples, new_tokens: int = 10) -> dict:
@@ -208,8 +261,10 @@ def make_batches(sequences, batch_size: int, *, by_length: bool, seed: int = 0) 
     return batches
 
 
-def train_step(model, optimizer, batch, pad_id: int, *, answer_logits_only: bool) -> float:
-    """One LoRA step, loss on the answer tokens only, right padding."""
+def train_step(model, optimizer, batch, pad_id: int, *, loss: str, opening: list[int]) -> float:
+    """One LoRA step with right padding. loss: "full" (every position through lm_head, the plain
+    transformers/TRL default), "answer" (hatelens' answer-only logits) or "answer+opening" (also the
+    shared prompt opening run once per batch, as `hatelens train` does): `answer_loss` is the trainer's code."""
     device = next(model.parameters()).device
     width = max(len(ids) for ids, _ in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -220,24 +275,21 @@ def train_step(model, optimizer, batch, pad_id: int, *, answer_logits_only: bool
         attention_mask[row, :len(ids)] = 1
         labels[row, len(ids) - answer:len(ids)] = torch.tensor(ids[-answer:])
     input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
-    if answer_logits_only:
-        # lm_head only where the loss looks: a few positions instead of every token x 201k vocabulary.
-        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        rows, positions = (labels[:, 1:] != -100).nonzero(as_tuple=True)
-        logits = model.get_output_embeddings()(hidden[rows, positions])
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows, positions + 1])
+    if loss == "full":
+        value = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
     else:
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
-    loss.backward()
+        shared = answer_loss.opening_length(input_ids, opening) if loss == "answer+opening" else 0
+        value = answer_loss.answer_loss(model, input_ids, attention_mask, labels, opening=shared).loss
+    value.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return value.item()
 
 
-def time_training(model, optimizer, sequences, pad_id: int, *, batch_size: int, checkpointing: int,
-                  answer_logits_only: bool, by_length: bool, steps: int = 6, warmup: int = 2) -> dict:
-    result = {"batch_size": batch_size, "checkpointing": checkpointing, "answer_logits_only": answer_logits_only,
-              "by_length": by_length, "attention": model.config._attn_implementation}
+def time_training(model, optimizer, sequences, pad_id: int, *, batch_size: int, checkpointing: int, loss: str,
+                  by_length: bool, opening: list[int], steps: int = 6, warmup: int = 2) -> dict:
+    result = {"batch_size": batch_size, "checkpointing": checkpointing, "loss": loss, "by_length": by_length,
+              "attention": model.config._attn_implementation}
     if checkpointing:  # recompute the activations of every `checkpointing`-th layer in the backward pass
         model.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=checkpointing)
     else:
@@ -248,11 +300,11 @@ def time_training(model, optimizer, sequences, pad_id: int, *, batch_size: int, 
     reset_peak()
     try:
         for batch in batches[:warmup]:
-            train_step(model, optimizer, batch, pad_id, answer_logits_only=answer_logits_only)
+            train_step(model, optimizer, batch, pad_id, loss=loss, opening=opening)
         synchronize()
         started = time.perf_counter()
         for batch in batches[warmup:]:
-            loss = train_step(model, optimizer, batch, pad_id, answer_logits_only=answer_logits_only)
+            value = train_step(model, optimizer, batch, pad_id, loss=loss, opening=opening)
         synchronize()
     except torch.OutOfMemoryError:
         optimizer.zero_grad(set_to_none=True)
@@ -261,7 +313,7 @@ def time_training(model, optimizer, sequences, pad_id: int, *, batch_size: int, 
     tokens = sum(len(ids) for batch in batches[warmup:] for ids, _ in batch)
     padded = sum(len(batch) * max(len(ids) for ids, _ in batch) for batch in batches[warmup:])
     samples = sum(len(batch) for batch in batches[warmup:])
-    return {**result, "samples_per_s": samples / wall_s, "step_s": wall_s / steps, "loss": loss,
+    return {**result, "samples_per_s": samples / wall_s, "step_s": wall_s / steps, "last_loss": value,
             "peak_gib": peak_gib(), "real_tokens_per_step": tokens / steps, "padded_tokens_per_step": padded / steps}
 
 
@@ -281,7 +333,7 @@ class Recorder:
 
     def __init__(self, out: Path, budget_s: float):
         self.path = out / "gpu_gpt_oss.json"
-        self.results = {"environment": environment(), "eval": [], "train": []}
+        self.results = {"environment": environment(), "eval": [], "fp32_check": [], "train": []}
         self.started = time.perf_counter()
         self.budget_s = budget_s
 
@@ -331,12 +383,15 @@ def run(args) -> None:
         ("baseline plain", baseline, test, 64, False),
         ("baseline prefix", baseline, test, 256, True),
         ("policy prefix", policy, test, 256, True),
+        ("baseline prefix", baseline, test, 128, True),
+        ("policy prefix", policy, test, 128, True),
+        ("baseline prefix", baseline, test, 512, True),
+        ("baseline plain", baseline, test, 32, False),  # bf16 noise: the same path, other batches
     ]
     fused_plans = [
-        ("baseline prefix", baseline, test, 512, True),
-        ("policy prefix", policy, test, 512, True),
-        ("baseline prefix", baseline, test, 256, True),
         ("policy prefix", policy, test, 256, True),
+        ("policy prefix", policy, test, 128, True),
+        ("baseline prefix", baseline, test, 256, True),
         ("policy plain (slice)", policy, slice_rows, 32, False),
         ("baseline plain", baseline, test, 64, False),
     ]
@@ -350,52 +405,78 @@ def run(args) -> None:
             result = {"batch_size": batch_size, "oom": True}
         record.add("eval", f"{name} b{batch_size} {model.config._attn_implementation}", result)
 
+    if args.final:  # the configurations the earlier runs picked, the compiled gate measured once warm
+        eager_plans, fused_plans = [eager_plans[0], eager_plans[3]], [fused_plans[2], fused_plans[0]]
     for plan in eager_plans:
         measure(*plan)
+    if device == "cuda" and not args.final:
+        record.add("profile", "baseline prefix b256 eager", profile_scoring(model, tokenizer, baseline, test[:256],
+                                                                           batch_size=256))
     use_sink_attention(model)
     for plan in fused_plans:
         measure(*plan)
-    model.set_experts_implementation("eager")  # the per-expert loop, against the default grouped_mm kernel
-    measure("baseline prefix, experts eager (slice)", baseline, test[:256], 256, True)
-    model.set_experts_implementation("grouped_mm")
+    if device == "cuda":
+        compile_expert_gate(model)
+        for plan in [("baseline prefix", baseline, test, 256, True), ("policy prefix", policy, test, 256, True)]:
+            measure(plan[0] + " +compiled gate (cold)", *plan[1:])
+            measure(plan[0] + " +compiled gate", *plan[1:])
+        restore_expert_gate(model)
+    if not args.final:
+        model.set_experts_implementation("eager")  # the per-expert loop, against the default grouped_mm kernel
+        measure("baseline prefix, experts eager (slice)", baseline, test[:256], 256, True)
+        model.set_experts_implementation("grouped_mm")
+    model.set_attn_implementation("eager")
+    if not args.skip_fp32_check and not args.final:
+        for entry in check_fp32(model, tokenizer, {"baseline": baseline, "policy": policy}, test[:args.slice_rows]):
+            record.add("fp32_check", f"{entry['template']} {entry['variant']}", entry)
 
     if not args.skip_training:
-        train_all(model, tokenizer, baseline, train, record, steps=1 if args.tiny else 6)
+        train_all(model, tokenizer, baseline, train, record, steps=1 if args.tiny else 6, final=args.final)
     print_table(record.results)
 
 
-def train_all(model, tokenizer, template, train, record, steps: int) -> None:
+def shared_opening(sequences) -> list[int]:
+    """The token ids every training sequence starts with, ending before the shortest prompt does
+    (as `sft_data.shared_opening`)."""
+    common = os.path.commonprefix([ids for ids, _ in sequences])
+    return list(common[:min(len(ids) - answer for ids, answer in sequences) - 1])
+
+
+def train_all(model, tokenizer, template, train, record, steps: int, final: bool = False) -> None:
     from peft import LoraConfig, get_peft_model
 
     model.train()
-    lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     sequences = training_sequences(tokenizer, template, train)
+    opening = shared_opening(sequences)
     lengths = [len(ids) for ids, _ in sequences]
     record.add("train_data", "lengths", {"rows": len(lengths), "mean_tokens": sum(lengths) / len(lengths),
-                                         "max_tokens": max(lengths)})
-    plans = [  # (batch size, checkpoint every n-th layer (0: off), answer logits only, length-grouped batches)
-        (32, 1, False, False), (64, 1, True, True), (32, 0, True, True), (64, 0, True, True),
-        (64, 2, True, True), (32, 1, True, False), (128, 1, True, True),
+                                         "max_tokens": max(lengths), "shared_opening_tokens": len(opening)})
+    # (batch size, checkpoint every n-th layer (0: off), loss, length-grouped batches, attention)
+    plans = [
+        (64, 0, "answer+opening", True, "eager"), (128, 0, "answer+opening", True, "eager"),
+        (256, 0, "answer+opening", True, "eager"), (64, 0, "answer+opening", True, SINK_ATTENTION),
+        (128, 0, "answer+opening", True, SINK_ATTENTION), (64, 0, "answer+opening", False, "eager"),
+        (32, 1, "full", False, "eager"),  # the issue's reference: every position through lm_head, checkpointing
+        (64, 1, "answer", True, "eager"), (64, 0, "answer", True, "eager"),
     ]
-    for batch_size, checkpointing, answer_only, by_length in plans:
+    if final:  # the shared opening, eager attention, no checkpointing: the batch sizes around 60 GB
+        plans = [(32, 0, "answer+opening", True, "eager"), (48, 0, "answer+opening", True, "eager"),
+                 (64, 0, "answer+opening", True, "eager"), (32, 0, "answer+opening", True, "eager+compiled gate"),
+                 (48, 0, "answer+opening", True, "eager+compiled gate")]
+    for batch_size, checkpointing, loss, by_length, attention in plans:
         if record.over_budget():
             break
+        if attention.endswith("+compiled gate") and torch.cuda.is_available():
+            compile_expert_gate(model)
+        peft_model.base_model.model.set_attn_implementation(attention.removesuffix("+compiled gate"))
         result = time_training(peft_model, optimizer, sequences, tokenizer.pad_token_id, batch_size=batch_size,
-                               checkpointing=checkpointing, answer_logits_only=answer_only, by_length=by_length,
+                               checkpointing=checkpointing, loss=loss, by_length=by_length, opening=opening,
                                steps=steps, warmup=min(steps, 2))
-        record.add("train", f"b{batch_size}{f' gc/{checkpointing}' if checkpointing else ''}{' answer-logits' if answer_only else ''}"
-                            f"{' by-length' if by_length else ''}", result)
-    peft_model.base_model.model.set_attn_implementation("eager")
-    for batch_size, checkpointing, answer_only, by_length in [(32, 1, False, False)]:
-        if record.over_budget():
-            break
-        result = time_training(peft_model, optimizer, sequences, tokenizer.pad_token_id, batch_size=batch_size,
-                               checkpointing=checkpointing, answer_logits_only=answer_only, by_length=by_length,
-                               steps=steps, warmup=min(steps, 2))
-        record.add("train", f"b{batch_size}{f' gc/{checkpointing}' if checkpointing else ''}{' answer-logits' if answer_only else ''}"
-                            f"{' by-length' if by_length else ''} eager", result)
+        record.add("train", f"b{batch_size}{f' gc/{checkpointing}' if checkpointing else ''} {loss}"
+                            f"{' by-length' if by_length else ''} {attention}", result)
 
 
 def print_table(results: dict) -> None:
@@ -406,7 +487,7 @@ def print_table(results: dict) -> None:
           f"seed method {seed:.2f} samples/s")
     print("floor: 2 x active parameters x prompt tokens / bf16 rate; max |dP|: largest score difference from the"
           " plain eager run of the same template over the same rows")
-    print(f"{'evaluation':<48} {'rows':>5} {'wall s':>7} {'samp/s':>8} {'x seed':>7} {'tok/s':>9} "
+    print(f"{'evaluation':<48} {'rows':>5} {'wall s':>7} {'tok. s':>6} {'samp/s':>8} {'x seed':>7} {'tok/s':>9} "
           f"{'floor s':>7} {'peak GiB':>8} {'max |dP|':>8}")
     references = {}
     for entry in results["eval"]:
@@ -417,9 +498,20 @@ def print_table(results: dict) -> None:
         references.setdefault(key, entry["scores"])  # the first run of each template and rows: plain, eager
         drift = max(abs(a - b) for a, b in zip(entry["scores"], references[key]))
         floor = entry["prompt_tokens"] * 2 * active / (rate * 1e12) if rate else float("nan")
-        print(f"{entry['name']:<48} {entry['rows']:>5} {entry['wall_s']:>7.2f} {entry['samples_per_s']:>8.1f} "
+        print(f"{entry['name']:<48} {entry['rows']:>5} {entry['wall_s']:>7.2f} {entry.get('tokenize_s', 0):>6.2f} "
+              f"{entry['samples_per_s']:>8.1f} "
               f"{entry['samples_per_s'] / seed:>7.0f} {entry['prompt_tokens'] / entry['wall_s']:>9.0f} "
               f"{floor:>7.2f} {entry['peak_gib']:>8.1f} {drift:>8.4f}")
+    if results.get("profile"):
+        profile = results["profile"]
+        print(f"\nprofile, {profile['rows']} rows at batch {profile['batch_size']}: {profile['device_ms']:.0f} ms on the GPU")
+        for kernel in profile["kernels"]:
+            print(f"  {kernel['ms']:>8.1f} ms {100 * kernel['share']:>5.1f}% {kernel['calls']:>6}x  {kernel['name']}")
+    if results["fp32_check"]:
+        print(f"\n{'fp32 check vs plain eager':<48} {'rows':>5} {'max |dP|':>9} {'median':>9} {'same side':>9}")
+        for entry in results["fp32_check"]:
+            print(f"{entry['name']:<48} {entry['rows']:>5} {entry['max_abs_dp']:>9.2e} {entry['median_abs_dp']:>9.2e} "
+                  f"{entry['same_side_of_0.5']:>9.3f}")
     print(f"\n{'training (LoRA r32 q/k/v/o)':<48} {'samp/s':>8} {'step s':>7} {'peak GiB':>8} {'pad %':>6}")
     for entry in results["train"]:
         if entry.get("oom"):
@@ -448,6 +540,8 @@ def main(argv=None) -> None:
     bench.add_argument("--budget-s", type=float, default=480, help="skip what is left after this many seconds")
     bench.add_argument("--eval-budget-s", type=float, default=300, help="start no evaluation after this")
     bench.add_argument("--skip-training", action="store_true")
+    bench.add_argument("--skip-fp32-check", action="store_true")
+    bench.add_argument("--final", action="store_true", help="only the configurations the full run picked")
     args = parser.parse_args(argv)
     if args.command == "tokenizer":
         build_tokenizer(args.tiktoken_file, args.out)

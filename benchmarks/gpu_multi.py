@@ -128,12 +128,12 @@ def fsdp_training(config, tokenizer, train, device, *, batch_size: int, checkpoi
               "active_parameters": active_parameters(config)}
     try:
         for batch in batches[:warmup]:
-            train_step(model, optimizer, batch, tokenizer.pad_token_id, answer_logits_only=True)
+            train_step(model, optimizer, batch, tokenizer.pad_token_id, loss="answer", opening=[])
         synchronize()
         dist.barrier()
         started = time.perf_counter()
         for batch in batches[warmup:]:
-            loss = train_step(model, optimizer, batch, tokenizer.pad_token_id, answer_logits_only=True)
+            loss = train_step(model, optimizer, batch, tokenizer.pad_token_id, loss="answer", opening=[])
         synchronize()
         dist.barrier()
         wall_s = time.perf_counter() - started

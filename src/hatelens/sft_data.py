@@ -11,10 +11,9 @@ never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall
 import os
 
 from hatelens import prompts
+from hatelens.answer_loss import IGNORE_INDEX
 from hatelens.data import Example
 from hatelens.errors import DataError
-
-IGNORE_INDEX = -100  # label value the loss skips (PyTorch cross-entropy's ignore_index)
 
 
 def prompt_ids(template: prompts.PromptTemplate, text: str, tokenizer) -> list[int]:

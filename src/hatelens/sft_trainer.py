@@ -1,13 +1,15 @@
 """TRL's SFTTrainer, adapted to a classifier whose answer is a few tokens at the end of each record.
 
-Four changes, each small:
-- the loss reads logits only where answers are (`logits_to_keep`): on a CPU, TRL's fused head would
-  project every prompt position through the vocabulary (262k rows for Gemma), for nothing;
-- the prompt opening every record shares (chat header, system prompt: about half of a short record)
-  runs once per batch and its key/value cache serves every row, gradients included: same loss, less work;
+Three changes, each small:
+- the loss reads logits only where answers are, and the prompt opening every record shares runs once
+  per batch (answer_loss.py: same loss and gradients, less work);
 - each evaluation also scores the validation split exactly as `hatelens evaluate` does (HFClassifier,
   P(hate)) and reports eval_f1 / eval_roc_auc, so the best checkpoint can be chosen by F1;
 - checkpoints hold safetensors and JSON only (checkpoint_state.py): nothing is ever unpickled.
+
+Under several processes (DDP) `model` is the DistributedDataParallel wrapper: attributes are read from
+`self.accelerator.unwrap_model(model)`, figures are summed over the processes, and only the main process
+writes checkpoint files.
 """
 
 import json
@@ -18,10 +20,9 @@ import numpy as np
 import torch
 from trl import SFTTrainer
 
-from hatelens import checkpoint_state
+from hatelens import answer_loss, checkpoint_state
 from hatelens.backends.hf import HFClassifier
 from hatelens.labels import to_int
-from hatelens.sft_data import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -41,56 +42,19 @@ class AnswerSFTTrainer(SFTTrainer):
         self.template = template
         self.shared_opening = shared_opening or None  # token ids every record starts with (sft_data)
 
-    # -- loss on the answer tokens, logits only there ---------------------------------------------
+    # -- loss on the answer tokens, logits only there (answer_loss.py) --------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        input_ids, attention_mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-        opening = self._opening(input_ids)
-        if opening:
-            input_ids, attention_mask, labels, extra = self._after_shared_opening(model, input_ids, attention_mask,
-                                                                                  labels, opening)
-        else:
-            extra = {}
-        width = labels.shape[1]
-        answer_positions = (labels != IGNORE_INDEX).int()
-        first_answer = torch.where(answer_positions.any(dim=1), answer_positions.argmax(dim=1), width).min()
-        # Position p predicts token p + 1: keep from one before the earliest answer token to the end.
-        keep = int(width - first_answer + 1)
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, **extra)
-        logits = outputs.logits[:, :-1, :].float()
-        targets = labels[:, width - keep + 1:]
-        mask = targets != IGNORE_INDEX
-        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        count = mask.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = -(log_probs * mask).sum() / torch.as_tensor(count, device=log_probs.device).clamp(min=1)
+        input_ids = inputs["input_ids"]
+        result = answer_loss.answer_loss(model, input_ids, inputs["attention_mask"], inputs["labels"],
+                                         opening=answer_loss.opening_length(input_ids, self.shared_opening),
+                                         num_items=num_items_in_batch, base=self.accelerator.unwrap_model(model))
         mode = "train" if model.training else "eval"
-        correct = ((logits.argmax(dim=-1) == targets) & mask).sum()
-        self._metrics[mode]["answer_token_accuracy"].append((correct / mask.sum().clamp(min=1)).item())
+        correct, counted = self.accelerator.reduce(torch.stack([result.correct, result.counted]), reduction="sum")
+        self._metrics[mode]["answer_token_accuracy"].append((correct / counted.clamp(min=1)).item())
+        loss = result.loss
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
-        return (loss, outputs) if return_outputs else loss
-
-    def _opening(self, input_ids) -> int:
-        """Length of the shared opening if every row of this batch starts with it, else 0."""
-        opening = self.shared_opening
-        if opening is None or len(input_ids) < 2:
-            return 0
-        expected = torch.tensor(opening, device=input_ids.device)
-        return len(opening) if bool((input_ids[:, :len(opening)] == expected).all()) else 0
-
-    def _after_shared_opening(self, model, input_ids, attention_mask, labels, opening: int):
-        """Run the opening once (one row, gradients kept), share its key/value cache with every row, and
-        return what is left of the batch plus the forward arguments that attach it at the right positions.
-        The tokens, positions and attention are those of the full records: the same loss, less work."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=model.config)
-        model(input_ids=input_ids[:1, :opening], cache=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(len(input_ids))
-        width = input_ids.shape[1] - opening
-        positions = torch.arange(opening, opening + width, device=input_ids.device).expand(len(input_ids), -1)
-        extra = {"cache": cache, "use_cache": True, "position_ids": positions}
-        full_mask = attention_mask  # the opening's columns are all ones: every row starts with it
-        return input_ids[:, opening:], full_mask, labels[:, opening:], extra
+        return (loss, result.outputs) if return_outputs else loss
 
     # -- validation F1 with the evaluator's own scoring ---------------------------------------------
     def evaluation_loop(self, *args, **kwargs):
@@ -101,7 +65,9 @@ class AnswerSFTTrainer(SFTTrainer):
         return output
 
     def score_validation(self) -> dict:
-        """F1 at 0.5, the best F1 over thresholds 0.01..0.99, ROC-AUC of P(hate) on the validation split."""
+        """F1 at 0.5, the best F1 over thresholds 0.01..0.99, ROC-AUC of P(hate) on the validation split.
+        Several processes each score the whole split, in step (FSDP's forward passes are collective):
+        the same figures everywhere, so they agree on the best checkpoint and on early stopping."""
         from sklearn.metrics import roc_auc_score
 
         texts, labels = self.validation
@@ -118,15 +84,20 @@ class AnswerSFTTrainer(SFTTrainer):
                 "predicted_hate_rate": float((scores >= 0.5).mean())}
 
     # -- checkpoints: safetensors + JSON only ---------------------------------------------------------
+    # Every process calls these; only the main one writes (DDP keeps the processes' weights and optimizer
+    # states identical). On resume, each process reads the main process's RNG state.
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict)
+        if not self.args.should_save:
+            return
         folder = Path(output_dir or self.args.output_dir)
         (folder / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
         (folder / "training_args.json").write_text(self.args.to_json_string())
 
     def _save_optimizer_and_scheduler(self, output_dir):
-        checkpoint_state.save_optimizer(self.optimizer, Path(output_dir))
-        checkpoint_state.save_scheduler(self.lr_scheduler, Path(output_dir))
+        if self.args.should_save:
+            checkpoint_state.save_optimizer(self.optimizer, Path(output_dir))
+            checkpoint_state.save_scheduler(self.lr_scheduler, Path(output_dir))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is None:
@@ -135,7 +106,8 @@ class AnswerSFTTrainer(SFTTrainer):
         checkpoint_state.load_scheduler(self.lr_scheduler, Path(checkpoint))
 
     def _save_rng_state(self, output_dir):
-        checkpoint_state.save_rng(Path(output_dir))
+        if self.args.should_save:
+            checkpoint_state.save_rng(Path(output_dir))
 
     def _load_rng_state(self, checkpoint):
         if checkpoint is not None and not checkpoint_state.load_rng(Path(checkpoint)):

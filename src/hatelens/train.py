@@ -16,6 +16,10 @@ runs/<UTC stamp>_<name>/
   tensorboard/             tensorboard --logdir runs/<run>/tensorboard
   checkpoints/             the last and best checkpoints (safetensors + JSON): what --resume reads
   config.yaml, manifest.json
+
+Data-parallel on several GPUs (one process each; CPU processes with --device cpu):
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m hatelens train --config ...
+The main process picks the run folder and writes every file; the others train beside it, silently.
 """
 
 import gc
@@ -39,6 +43,8 @@ from hatelens import data, models, prompts, runs, sft_data
 from hatelens.backends.hf import pick_device, pick_dtype
 from hatelens.config import TrainConfig, to_dict
 from hatelens.errors import ConfigError, ModelError
+from hatelens.evaluate import _broadcast, _process_team
+from hatelens.gpu_speedups import use_gpu_speedups
 from hatelens.sft_trainer import AnswerSFTTrainer, last_checkpoint
 from hatelens.train_callbacks import TrainingProgress
 from hatelens.train_summary import BEST_METRICS, build_summary
@@ -58,6 +64,7 @@ class TrainResult:
     run_dir: Path
     adapter_dir: Path
     summary: dict
+    main_process: bool = True  # False in the other processes of a multi-process run (they print nothing)
 
 
 def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, callbacks: tuple = ()) -> TrainResult:
@@ -66,37 +73,48 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, c
     check_config(config)
     train_examples, val_examples = load_splits(config)
     identity = config_hash(config, train_examples, val_examples)
-    run_dir = runs.find_unfinished(Path(config.output_dir), identity, SUMMARY_FILE) if resume else None
-    if resume and run_dir is None:
-        logger.warning("--resume: no unfinished run of this config in %s; starting a new one", config.output_dir)
-    run_dir = run_dir or runs.new_run_dir(Path(config.output_dir), config.name or f"train_{Path(config.model).name}")
-    with run_log(run_dir / LOG_FILE):
+    team = _process_team(config.device)  # None unless launched as several processes (accelerate, torchrun)
+    main = team is None or team.is_main_process
+    run_dir = pick_run_dir(config, identity, resume) if main else None
+    if team is not None:  # every process trains into the main process's folder
+        run_dir = Path(_broadcast(team, str(run_dir)))
+    with run_log(run_dir / LOG_FILE if main else None):
         resume_from = last_checkpoint(run_dir / CHECKPOINTS_DIR) if resume else None
         logger.info("run folder %s%s", run_dir, f" (resuming from {resume_from.name})" if resume_from else "")
         template = prompts.load_template(config.template)
-        write_run_files(run_dir, config, identity, template, train_examples, val_examples)
+        if main:
+            write_run_files(run_dir, config, identity, template, train_examples, val_examples)
 
         source = models.resolve_model(config.model)
         tokenizer = models.load_tokenizer(source, trust_remote_code=config.trust_remote_code)
         records = build_records(config, template, tokenizer, train_examples, val_examples)
         fit = fit_with_memory_backoff(config, source, tokenizer, records, template, run_dir, resume_from,
-                                      progress, callbacks)
+                                      progress and main, callbacks, main)
 
         adapter_dir = run_dir / ADAPTER_DIR
         fit.trainer.save_model(str(adapter_dir))  # the best checkpoint, loaded back at the end of training
-        runs.write_json(adapter_dir / "hatelens_training.json", {
-            "base_model": config.model, "template": config.template, "prompt_sha256": template.hash,
-            "note": f"evaluate with the same template: hatelens evaluate --model <this folder> --template "
-                    f"{config.template}",
-        })
         summary = build_summary(config, fit.trainer, fit.output, wall_s=fit.wall_s, n_train=len(records.train),
                                 batch_size=fit.batch_size, grad_accum=fit.grad_accum, backoffs=fit.backoffs,
                                 resumed_from=str(resume_from) if resume_from else None, adapter_dir=adapter_dir)
-        for warning in summary["warnings"]:
-            logger.warning("%s", warning)
-        runs.write_json(run_dir / SUMMARY_FILE, summary)
-        logger.info("adapter written to %s", adapter_dir)
-    return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, summary=summary)
+        if main:
+            runs.write_json(adapter_dir / "hatelens_training.json", {
+                "base_model": config.model, "template": config.template, "prompt_sha256": template.hash,
+                "note": f"evaluate with the same template: hatelens evaluate --model <this folder> --template "
+                        f"{config.template}",
+            })
+            for warning in summary["warnings"]:
+                logger.warning("%s", warning)
+            runs.write_json(run_dir / SUMMARY_FILE, summary)
+            logger.info("adapter written to %s", adapter_dir)
+    return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, summary=summary, main_process=main)
+
+
+def pick_run_dir(config: TrainConfig, identity: str, resume: bool) -> Path:
+    """With resume, the newest unfinished run of the same config; else (or when there is none) a new folder."""
+    run_dir = runs.find_unfinished(Path(config.output_dir), identity, SUMMARY_FILE) if resume else None
+    if resume and run_dir is None:
+        logger.warning("--resume: no unfinished run of this config in %s; starting a new one", config.output_dir)
+    return run_dir or runs.new_run_dir(Path(config.output_dir), config.name or f"train_{Path(config.model).name}")
 
 
 @dataclass
@@ -143,8 +161,9 @@ def build_records(config: TrainConfig, template, tokenizer, train_examples, val_
 
 
 def fit_with_memory_backoff(config: TrainConfig, source, tokenizer, records: Records, template, run_dir: Path,
-                            resume_from: Path | None, progress: bool, callbacks: tuple) -> Fit:
-    """Train; on out-of-memory, halve the per-device batch and double accumulation (same effective batch)."""
+                            resume_from: Path | None, progress: bool, callbacks: tuple, main: bool) -> Fit:
+    """Train; on out-of-memory, halve the per-device batch and double accumulation (same effective batch).
+    main: False in the other processes of a multi-process run (no TensorBoard files of their own)."""
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
     batch_size, grad_accum, backoffs = config.batch_size, config.grad_accum, []
@@ -153,7 +172,7 @@ def fit_with_memory_backoff(config: TrainConfig, source, tokenizer, records: Rec
         set_seed(config.seed)  # LoRA's initial weights are drawn before Trainer seeds anything
         model = load_base_model(config, source, tokenizer, dtype, device)
         trainer = build_trainer(config, model, tokenizer, records.train, records.val, records.validation, template,
-                                records.opening, run_dir, batch_size, grad_accum, progress, callbacks)
+                                records.opening, run_dir, batch_size, grad_accum, progress, callbacks, main)
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             return Fit(trainer, output, time.perf_counter() - started, batch_size, grad_accum, backoffs)
@@ -171,7 +190,8 @@ def fit_with_memory_backoff(config: TrainConfig, source, tokenizer, records: Rec
                            "(same effective batch); restarting training", batch_size, grad_accum)
             del trainer, model
             free_memory()
-            shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)  # this attempt's, made at the old batch
+            if main:
+                shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)  # this attempt's, made at the old batch
 
 
 def check_config(config: TrainConfig) -> None:
@@ -226,12 +246,13 @@ def load_base_model(config: TrainConfig, source, tokenizer, dtype, device):
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               tokenizer=tokenizer, **kwargs)
     model.config.use_cache = False  # no key/value cache while training (gradient checkpointing needs it off)
+    use_gpu_speedups(model, inference=False)
     model.name_or_path = adapter_base_name(config.model)  # PEFT copies it into adapter_config.json
     return model
 
 
 def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, validation, template, opening: list[int],
-                  run_dir: Path, batch_size: int, grad_accum: int, progress: bool, callbacks: tuple):
+                  run_dir: Path, batch_size: int, grad_accum: int, progress: bool, callbacks: tuple, main: bool = True):
     metric, greater_is_better = BEST_METRICS[config.best_metric]
     strategy = "steps" if config.eval_steps else "epoch"
     args = SFTConfig(
@@ -264,8 +285,9 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, val
         target_modules=config.lora.target_modules, target_parameters=config.lora.target_parameters,
         bias="none", task_type="CAUSAL_LM",
     )
-    trainer_callbacks = [TrainingProgress(show_bar=progress),
-                         TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR)))]
+    trainer_callbacks = [TrainingProgress(show_bar=progress)]
+    if main:  # the writer makes its events file at once: one process writes TensorBoard
+        trainer_callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR))))
     if config.early_stopping_patience:
         trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = AnswerSFTTrainer(
@@ -284,22 +306,29 @@ def free_memory() -> None:
 
 
 class run_log:
-    """Copy hatelens' log lines (INFO and up) into the run's train.log while training runs."""
+    """Copy hatelens' log lines (INFO and up) into the run's train.log while training runs. path None (the
+    other processes of a multi-process run): no file, and only warnings and errors reach the console."""
 
-    def __init__(self, path: Path):
-        self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.handler.setLevel(logging.INFO)
+    def __init__(self, path: Path | None):
+        self.handler = None
+        if path is not None:
+            self.handler = logging.FileHandler(path, encoding="utf-8")
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            self.handler.setLevel(logging.INFO)
         self.logger = logging.getLogger("hatelens")
         self.level = self.logger.level
 
     def __enter__(self):
-        self.logger.addHandler(self.handler)
-        if self.logger.getEffectiveLevel() > logging.INFO:
-            self.logger.setLevel(logging.INFO)
+        if self.handler is None:
+            self.logger.setLevel(logging.WARNING)
+        else:
+            self.logger.addHandler(self.handler)
+            if self.logger.getEffectiveLevel() > logging.INFO:
+                self.logger.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc_info):
-        self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.level)
-        self.handler.close()
+        if self.handler is not None:
+            self.logger.removeHandler(self.handler)
+            self.handler.close()

@@ -17,6 +17,7 @@ def build_summary(config: TrainConfig, trainer, output, *, wall_s: float, n_trai
     evaluations = [_evaluation(entry) for entry in state.log_history if "eval_loss" in entry]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
+    processes = trainer.args.world_size  # data-parallel processes, each with its own batches
     summary = {
         "model": config.model,
         "template": config.template,
@@ -32,7 +33,7 @@ def build_summary(config: TrainConfig, trainer, output, *, wall_s: float, n_trai
         "early_stopped": state.global_step < state.max_steps,
         "per_device_batch_size": batch_size,
         "grad_accum": grad_accum,
-        "effective_batch_size": batch_size * grad_accum,
+        "effective_batch_size": batch_size * grad_accum * processes,
         "out_of_memory_backoffs": backoffs,
         "resumed_from": resumed_from,
         "trainable_parameters": trainable,
@@ -51,6 +52,8 @@ def build_summary(config: TrainConfig, trainer, output, *, wall_s: float, n_trai
         },
         "config": to_dict(config),
     }
+    if processes > 1:
+        summary["processes"] = processes
     summary["validation_loss_improved"], summary["warnings"] = _loss_verdict(evaluations)
     return summary
 

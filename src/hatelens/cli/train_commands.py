@@ -64,6 +64,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     result = train(config, progress=not args.quiet, resume=args.resume)
+    if not result.main_process:  # one of several processes: the main one reports
+        return 0
     summary = result.summary
     best = summary["best"]
     print(f"Trained:  {summary['model']} + LoRA r={config.lora.r} on {summary['n_train']} examples, "
