@@ -33,11 +33,17 @@ def _loss_and_gradients(model, batch, opening: int):
     return result.loss.item(), gradients, result.counted.item()
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("checkpointing", [False, True, "torch wrapper"])
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_gpt_oss_dir"])
 def test_shared_opening_gives_the_plain_loss_and_gradients(fixture, checkpointing, request):
     model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(fixture), dtype=torch.float32).train()
-    if checkpointing:
+    if checkpointing == "torch wrapper":  # what accelerate's FSDP activation_checkpointing applies
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            apply_activation_checkpointing,
+        )
+
+        apply_activation_checkpointing(model, check_fn=lambda module: module in set(model.model.layers))
+    elif checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     batch = _batch(model.config.vocab_size)
     assert opening_length(batch[0], batch[3]) == 12

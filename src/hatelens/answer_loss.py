@@ -6,9 +6,9 @@ Two savings, neither of which changes the loss or its gradients (tests/test_trai
 - the prompt opening that every record shares (chat header, system prompt, few-shot examples) runs once
   per batch, one row with gradients kept, and its key/value cache serves every row.
 
-Gradient checkpointing drops any cache passed to a checkpointed layer (transformers re-runs the layer
-in the backward pass and must not extend the cache twice), so under checkpointing the opening is run
-with every row instead: correct, without the saving.
+Gradient checkpointing re-runs each layer in the backward pass: transformers then drops any cache
+given to the layer, PyTorch's checkpoint wrapper (FSDP's activation checkpointing) would extend it a
+second time. Under either the opening is run with every row instead: correct, without the saving.
 
 Used by `sft_trainer.AnswerSFTTrainer` and by `benchmarks/gpu_gpt_oss.py`, so the benchmark times the
 trainer's own arithmetic.
@@ -38,7 +38,7 @@ def answer_loss(model, input_ids, attention_mask, labels, *, opening: int = 0, n
     unwrapped model when `model` is a DistributedDataParallel wrapper.
     """
     base = base if base is not None else model
-    extra = {}
+    extra = {"use_cache": False}  # a loss needs no cache (and a checkpointed layer must not extend one)
     if opening and len(input_ids) > 1 and not _checkpointing(base):
         input_ids, labels, extra = _after_shared_opening(model, base, input_ids, labels, opening)
     # Position p predicts token p + 1: the logits needed are those of the positions (in any row) before
@@ -69,7 +69,10 @@ def _checkpointing(model) -> bool:
     """Whether a layer would drop the cache: gradient checkpointing on, in training, with gradients."""
     if not (model.training and torch.is_grad_enabled()):
         return False
-    return any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+    # transformers' own checkpointing, or PyTorch's checkpoint wrapper (accelerate's FSDP
+    # activation_checkpointing): the latter would re-run a layer with its cache already extended.
+    return any(getattr(module, "gradient_checkpointing", False) or hasattr(module, "_checkpoint_wrapped_module")
+               for module in model.modules())
 
 
 def _after_shared_opening(model, base, input_ids, labels, opening: int):
