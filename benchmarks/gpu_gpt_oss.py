@@ -23,7 +23,6 @@ import datetime
 import itertools
 import json
 import math
-import os
 import platform
 import random
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from hatelens import answer_loss, data, evaluate, prompts
+from hatelens import answer_loss, data, evaluate, prompts, sft_data
 from hatelens.backends.hf import SINK_ATTENTION, HFClassifier, use_sink_attention
 from hatelens.gpu_speedups import compile_expert_gate, restore_expert_gate
 
@@ -435,13 +434,6 @@ def run(args) -> None:
     print_table(record.results)
 
 
-def shared_opening(sequences) -> list[int]:
-    """The token ids every training sequence starts with, ending before the shortest prompt does
-    (as `sft_data.shared_opening`)."""
-    common = os.path.commonprefix([ids for ids, _ in sequences])
-    return list(common[:min(len(ids) - answer for ids, answer in sequences) - 1])
-
-
 def train_all(model, tokenizer, template, train, record, steps: int, final: bool = False) -> None:
     from peft import LoraConfig, get_peft_model
 
@@ -450,7 +442,9 @@ def train_all(model, tokenizer, template, train, record, steps: int, final: bool
     peft_model = get_peft_model(model, lora)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     sequences = training_sequences(tokenizer, template, train)
-    opening = shared_opening(sequences)
+    records = [{"input_ids": ids, "labels": [answer_loss.IGNORE_INDEX] * (len(ids) - answer) + ids[-answer:]}
+               for ids, answer in sequences]
+    opening = sft_data.shared_opening([records])  # the trainer's own choice of opening
     lengths = [len(ids) for ids, _ in sequences]
     record.add("train_data", "lengths", {"rows": len(lengths), "mean_tokens": sum(lengths) / len(lengths),
                                          "max_tokens": max(lengths), "shared_opening_tokens": len(opening)})

@@ -14,10 +14,11 @@ Used by `sft_trainer.AnswerSFTTrainer` and by `benchmarks/gpu_gpt_oss.py`, so th
 trainer's own arithmetic.
 """
 
-import inspect
 from typing import NamedTuple
 
 import torch
+
+from hatelens.backends.hf import cache_argument
 
 IGNORE_INDEX = -100  # the label of a token the loss skips (PyTorch's and transformers' convention)
 
@@ -82,16 +83,10 @@ def _after_shared_opening(model, base, input_ids, labels, opening: int):
     The attention mask stays whole: the opening's columns are ones in every row."""
     from transformers import DynamicCache
 
-    name = _cache_argument(base)
+    name = cache_argument(base)
     cache = DynamicCache(config=base.config)
     model(input_ids=input_ids[:1, :opening], use_cache=True, logits_to_keep=1, **{name: cache})
     cache.batch_repeat_interleave(len(input_ids))
     width = input_ids.shape[1] - opening
     positions = torch.arange(opening, opening + width, device=input_ids.device).expand(len(input_ids), -1)
     return input_ids[:, opening:], labels[:, opening:], {name: cache, "use_cache": True, "position_ids": positions}
-
-
-def _cache_argument(model) -> str:
-    """transformers 5.2x renamed the `past_key_values` argument to `cache`: the name this version takes."""
-    decoder = model.get_decoder()
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"

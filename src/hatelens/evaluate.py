@@ -23,6 +23,7 @@ from hatelens.backends import create_backend
 from hatelens.config import EvalConfig, from_dict, to_dict
 from hatelens.errors import ConfigError, DataError
 from hatelens.labels import HATE, NORMAL
+from hatelens.process_team import broadcast, process_team
 from hatelens.summary import format_summary
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     identity = config_hash(config, examples)
     if run_dir is not None and (Path(run_dir) / DONE_FILE).is_file():
         return load_result(Path(run_dir))
-    team = _process_team(config.model.device)  # None unless launched as several processes (accelerate, torchrun)
+    team = process_team(config.model.device)  # None unless launched as several processes (accelerate, torchrun)
     main = team is None or team.is_main_process
     run_dir = Path(run_dir) if run_dir else runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
     if run_dir and main:
@@ -139,7 +140,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     if run_dir is None and main:
         run_dir = runs.new_run_dir(Path(config.output_dir), config.name or default_name(config))
     if team is not None:  # every process takes the main process's folder and the rows already there
-        run_dir = Path(_broadcast(team, str(run_dir)))
+        run_dir = Path(broadcast(team, str(run_dir)))
         done = read_predictions(run_dir / PREDICTIONS)
         team.wait_for_everyone()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,23 +282,6 @@ def _score_missing(classifier, examples, done, thresholds, path: Path, config: E
 
 
 # -- several processes (`accelerate launch -m hatelens evaluate ...`): each scores every n-th chunk ----
-def _process_team(device: str):
-    """accelerate's PartialState (one GPU per process, or CPU processes over gloo) when launched as several
-    processes, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-
-
-def _broadcast(team, value: str) -> str:
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value if team.is_main_process else None])[0]
-
-
 def _merge_shards(run_dir: Path, examples=None) -> None:
     """Move the rows of the per-process files into predictions.jsonl: in data order when `examples`
     are given (the end of a multi-process run), else appended (resuming an interrupted one)."""

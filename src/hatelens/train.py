@@ -43,8 +43,8 @@ from hatelens import data, models, prompts, runs, sft_data
 from hatelens.backends.hf import pick_device, pick_dtype
 from hatelens.config import TrainConfig, to_dict
 from hatelens.errors import ConfigError, ModelError
-from hatelens.evaluate import _broadcast, _process_team
 from hatelens.gpu_speedups import use_gpu_speedups
+from hatelens.process_team import broadcast, process_team
 from hatelens.sft_trainer import AnswerSFTTrainer, last_checkpoint
 from hatelens.train_callbacks import TrainingProgress
 from hatelens.train_summary import BEST_METRICS, build_summary
@@ -73,11 +73,11 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, c
     check_config(config)
     train_examples, val_examples = load_splits(config)
     identity = config_hash(config, train_examples, val_examples)
-    team = _process_team(config.device)  # None unless launched as several processes (accelerate, torchrun)
+    team = process_team(config.device)  # None unless launched as several processes (accelerate, torchrun)
     main = team is None or team.is_main_process
     run_dir = pick_run_dir(config, identity, resume) if main else None
     if team is not None:  # every process trains into the main process's folder
-        run_dir = Path(_broadcast(team, str(run_dir)))
+        run_dir = Path(broadcast(team, str(run_dir)))
     with run_log(run_dir / LOG_FILE if main else None):
         resume_from = last_checkpoint(run_dir / CHECKPOINTS_DIR) if resume else None
         logger.info("run folder %s%s", run_dir, f" (resuming from {resume_from.name})" if resume_from else "")

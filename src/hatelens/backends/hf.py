@@ -19,8 +19,8 @@ import torch
 
 from hatelens import models, prompts
 from hatelens.backends.base import Output
-from hatelens.gpu_speedups import use_gpu_speedups
 from hatelens.errors import ModelError
+from hatelens.gpu_speedups import use_gpu_speedups
 from hatelens.labels import HATE, NORMAL
 from hatelens.parsing import parse_answer
 
@@ -220,11 +220,8 @@ class HFClassifier:
         self._prefix = (tuple(first[:length]), cache)
 
     def _decoder(self, *, cache, **inputs):
-        """The model without its head, extending `cache`. transformers 5.2x renamed the decoder's
-        `past_key_values` argument to `cache` (the old name warns until 5.40): pass the one it takes."""
-        decoder = self.model.get_decoder()
-        name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-        return decoder(**inputs, **{name: cache}, use_cache=True)
+        """The model without its head, extending `cache`."""
+        return self.model.get_decoder()(**inputs, **{cache_argument(self.model): cache}, use_cache=True)
 
     def _cached_prefix_length(self, sequences: list[list[int]]) -> int:
         """Tokens of the cached opening, if every sequence starts with it and goes on past it; else 0."""
@@ -283,6 +280,13 @@ class HFClassifier:
             if marker and marker in text:
                 text = text.split(marker, 1)[0]
         return text
+
+
+def cache_argument(model) -> str:
+    """The name of the decoder's key/value cache argument: transformers 5.2x renamed `past_key_values`
+    to `cache` (the old name warns until 5.40)."""
+    parameters = inspect.signature(model.get_decoder().forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def load_for_inference(config, *, template: prompts.PromptTemplate | None = None):
