@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from hatelens import data, prompts, runs
+from hatelens import data, runs
+from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier, load_for_inference
 from hatelens.config import ModelConfig
 

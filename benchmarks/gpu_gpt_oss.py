@@ -31,9 +31,13 @@ from pathlib import Path
 
 import torch
 
-from hatelens import answer_loss, data, evaluate, prompts, sft_data
-from hatelens.backends.hf import SINK_ATTENTION, HFClassifier, use_sink_attention
-from hatelens.gpu_speedups import compile_expert_gate, restore_expert_gate
+from hatelens import data
+from hatelens.backends import prompts
+from hatelens.backends.fast_paths import SINK_ATTENTION, compile_expert_gate, restore_expert_gate, use_sink_attention
+from hatelens.backends.hf import HFClassifier
+from hatelens.evaluation import evaluate
+from hatelens.training import answer_loss
+from hatelens.training import records as sft_data
 
 TEST = "data/unified/unified_test.json"
 TRAIN = "data/train.jsonl"

@@ -25,11 +25,24 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from gpu_gpt_oss import (
+    LORA_TARGETS,
+    TEST,
+    TRAIN,
+    active_parameters,
+    build_model,
+    gpt_oss_config,
+    make_batches,
+    synchronize,
+    train_step,
+    training_sequences,
+)
 
-from gpu_gpt_oss import (LORA_TARGETS, TEST, TRAIN, active_parameters, build_model, gpt_oss_config, make_batches,
-                         synchronize, train_step, training_sequences)
-from hatelens import data, evaluate, prompts
-from hatelens.backends.hf import HFClassifier, use_sink_attention
+from hatelens import data
+from hatelens.backends import prompts
+from hatelens.backends.fast_paths import use_sink_attention
+from hatelens.backends.hf import HFClassifier
+from hatelens.evaluation import evaluate
 
 
 def peak_gib_everywhere() -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hatelens import runs
 from hatelens.config import EvalConfig, ModelConfig
-from hatelens.evaluate import evaluate
+from hatelens.evaluation.evaluate import evaluate
 
 GROUPS = ("lgbtq", "mexican", "middle_east")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hatelens.answer_loss import IGNORE_INDEX, answer_loss, opening_length
+from hatelens.training.answer_loss import IGNORE_INDEX, answer_loss, opening_length
 
 
 def _batch(vocab: int, opening: int = 12, seed: int = 0):

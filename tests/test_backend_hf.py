@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens import prompts
+from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier, create
 from hatelens.config import ModelConfig
 from hatelens.errors import ModelError

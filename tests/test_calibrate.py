@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from tiny_runs import LexiconClassifier, make_run, write_dataset
 
-from hatelens.calibrate import calibrate, candidate_thresholds
 from hatelens.cli import main
 from hatelens.errors import ConfigError
-from hatelens.metrics import binary_rates
-from tiny_runs import LexiconClassifier, make_run, write_dataset
+from hatelens.evaluation.calibrate import calibrate, candidate_thresholds
+from hatelens.evaluation.metrics import binary_rates
 
 GROUPS = ("lgbtq", "mexican", "middle_east")
 

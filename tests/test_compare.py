@@ -5,12 +5,12 @@ import json
 
 import pytest
 from scipy.stats import binomtest
+from tiny_runs import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
 
 from hatelens.cli import main
-from hatelens.compare import compare
-from hatelens.criteria import load_criteria
 from hatelens.errors import ConfigError, DataError
-from tiny_runs import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
+from hatelens.evaluation.compare import compare
+from hatelens.evaluation.criteria import load_criteria
 
 FALLING = {"log_history": [{"epoch": 0.5, "loss": 2.0}, {"epoch": 1.0, "eval_loss": 1.5},
                            {"epoch": 1.5, "loss": 1.0}, {"epoch": 2.0, "eval_loss": 1.1}]}

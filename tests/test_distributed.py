@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hatelens.config import EvalConfig, ModelConfig
-from hatelens.evaluate import PREDICTIONS, evaluate
+from hatelens.evaluation.evaluate import PREDICTIONS, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIG = ROOT / "configs" / "accelerate" / "multi_gpu.yaml"

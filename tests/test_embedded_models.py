@@ -3,7 +3,7 @@
 import pytest
 
 from hatelens.config import EvalConfig, ModelConfig
-from hatelens.evaluate import evaluate
+from hatelens.evaluation.evaluate import evaluate
 
 
 @pytest.mark.slow

@@ -5,11 +5,11 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens import prompts
+from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier
 from hatelens.config import EvalConfig, ModelConfig
 from hatelens.errors import DataError
-from hatelens.evaluate import evaluate, read_predictions
+from hatelens.evaluation.evaluate import evaluate, read_predictions
 
 GROUPS = ("lgbtq", "mexican", "middle_east")
 
@@ -129,7 +129,7 @@ def test_few_shot_examples_in_the_evaluated_data_are_refused(tmp_path, classifie
 
 
 def test_rethreshold_equals_scoring_again_with_the_thresholds(dataset, tmp_path, classifier):
-    from hatelens.evaluate import rethreshold
+    from hatelens.evaluation.evaluate import rethreshold
 
     thresholds = tmp_path / "thresholds.json"
     thresholds.write_text(json.dumps({"threshold": 0.55, "per_group": {"mexican": 0.45}}))

@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens import prompts
-from hatelens.backends.hf import SINK_ATTENTION, HFClassifier, use_sink_attention
+from hatelens.backends import prompts
+from hatelens.backends.fast_paths import SINK_ATTENTION, use_sink_attention
+from hatelens.backends.hf import HFClassifier
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -53,7 +54,7 @@ def test_fused_sink_attention_trains_like_eager_on_cuda(tiny_gpt_oss_dir):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile imports torch.jit
 def test_gpu_speedups_switch_on_for_gpt_oss_and_keep_the_scores(tiny_gpt_oss_dir):
-    from hatelens.gpu_speedups import restore_expert_gate, use_gpu_speedups
+    from hatelens.backends.fast_paths import restore_expert_gate, use_gpu_speedups
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_gpt_oss_dir)
     template = prompts.load_template("baseline")

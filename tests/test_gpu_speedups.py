@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hatelens.gpu_speedups import compile_expert_gate, restore_expert_gate, use_gpu_speedups
+from hatelens.backends.fast_paths import compile_expert_gate, restore_expert_gate, use_gpu_speedups
 
 
 def test_nothing_is_switched_on_off_cuda(tiny_gpt_oss_dir, tiny_llama_dir):

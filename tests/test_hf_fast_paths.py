@@ -5,8 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens import prompts
-from hatelens.backends.hf import SINK_ATTENTION, HFClassifier, use_sink_attention
+from hatelens.backends import prompts
+from hatelens.backends.fast_paths import SINK_ATTENTION, use_sink_attention
+from hatelens.backends.hf import HFClassifier
 
 TEXTS = ["hello there", "a much longer post about gay people and mexican food and the middle east, told twice: "
          "a much longer post about gay people and mexican food and the middle east", "x", "the post"]

@@ -7,11 +7,11 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens import prompts
+from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier
 from hatelens.cli import main
 from hatelens.errors import ConfigError
-from hatelens.merge import MERGE_INFO, merge_adapter
+from hatelens.training.merge import MERGE_INFO, merge_adapter
 
 pytestmark = [
     # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.

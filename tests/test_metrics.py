@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from hatelens.errors import DataError
-from hatelens.metrics import (
+from hatelens.evaluation.metrics import (
     INVALID_POLICY,
     bias_aucs,
     binary_rates,

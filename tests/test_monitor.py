@@ -9,8 +9,8 @@ import pytest
 from hatelens.cli import main
 from hatelens.config import MonitorConfig
 from hatelens.errors import ConfigError
-from hatelens.monitor import ALL, monitor, parse_duration, parse_since, psi, render_html, render_markdown
-from hatelens.prediction_log import Prediction, PredictionLog, text_sha256
+from hatelens.serving.monitor import ALL, monitor, parse_duration, parse_since, psi, render_html, render_markdown
+from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 
 DAY1 = datetime(2025, 3, 1, tzinfo=timezone.utc)
 GRID = [(i + 0.5) / 50 for i in range(50)]  # 50 scores spread evenly over [0, 1]

@@ -8,13 +8,13 @@ import math
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from live_server import serving
 
-from hatelens import prompts
+from hatelens.backends import prompts
 from hatelens.backends.openai_compat import OpenAICompatClassifier, create
 from hatelens.cli import main
 from hatelens.config import ModelConfig
 from hatelens.errors import ConfigError, ModelError
-from live_server import serving
 
 TEMPLATE = prompts.load_template("baseline")
 
@@ -235,7 +235,7 @@ def llama_cpp_server(tmp_path_factory):
 
     import httpx
 
-    from hatelens.models import resolve_model
+    from hatelens.backends.models import resolve_model
 
     if importlib.util.find_spec("llama_cpp") is None:  # found, not imported: the server runs in its own process
         pytest.skip("needs llama-cpp-python[server]: see docs/serving.md for the install line")

@@ -2,8 +2,8 @@
 
 import pytest
 
+from hatelens.backends.parsing import final_channel, parse_answer
 from hatelens.errors import ConfigError
-from hatelens.parsing import final_channel, parse_answer
 
 RAW_HARMONY = (
     "<|channel|>analysis<|message|>The text is not hateful... but it could be hate<|end|>"

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_train import separable_rows, write_jsonl
 
 from hatelens.config import RunConfig, load_config
 from hatelens.pipeline import run_pipeline
-from test_train import separable_rows, write_jsonl
 
 pytestmark = [
     # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from hatelens.errors import ConfigError, DataError
-from hatelens.prediction_log import Prediction, PredictionLog, text_sha256
+from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 

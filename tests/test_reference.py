@@ -10,7 +10,7 @@ from hatelens.backends import create_backend
 from hatelens.backends.reference import SentenceEncoder, encoder_folder
 from hatelens.config import EvalConfig, ModelConfig
 from hatelens.errors import ModelError
-from hatelens.evaluate import evaluate
+from hatelens.evaluation.evaluate import evaluate
 
 HOSTILE = ["{} are vermin and should be driven out", "I despise {}, they ruin everything",
            "{} are filthy animals", "get rid of all {} now"]

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tiny_runs import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
 
-from hatelens.calibrate import calibrate
 from hatelens.cli import main
-from hatelens.compare import compare
+from hatelens.data.suites import SUITE_CSV
+from hatelens.evaluation.calibrate import calibrate
+from hatelens.evaluation.compare import compare
 from hatelens.report import write_report
 from hatelens.report.content import OFFENSIVE_WARNING
-from hatelens.suites import SUITE_CSV
-from tiny_runs import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = {"wall_s": 42.5, "trainable_parameters": 1234,

@@ -7,15 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from live_server import serving
 from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens import prompts
+from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier
 from hatelens.config import ServeLimits
-from hatelens.prediction_log import PredictionLog
-from hatelens.serve import create_app
-from live_server import serving
+from hatelens.serving.app import create_app
+from hatelens.serving.prediction_log import PredictionLog
 
 THRESHOLDS = {"threshold": 0.5, "per_group": {"lgbtq": 0.25}}
 TEXTS = ["first post", "a second, longer post about people", "third"]

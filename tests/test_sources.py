@@ -4,9 +4,10 @@ import csv
 import json
 from pathlib import Path
 
-from hatelens.data import Example, load_examples
-from hatelens.sources import build_unified
 from test_data import raises, write
+
+from hatelens.data import Example, load_examples
+from hatelens.data.sources import build_unified
 
 
 def annotator(label: str, *targets: str) -> dict:

@@ -6,12 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tiny_runs import LexiconClassifier, make_run
 
 from hatelens.cli import main
 from hatelens.data import load_examples
+from hatelens.data.suites import SUITE_CSV, SUITE_TEMPLATES, build_suite, write_suite
 from hatelens.errors import ConfigError
-from hatelens.suites import SUITE_CSV, SUITE_TEMPLATES, build_suite, write_suite
-from tiny_runs import LexiconClassifier, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"lgbtq", "mexican", "middle_east"}

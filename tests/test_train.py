@@ -9,16 +9,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
-from hatelens import models, prompts, sft_data
+from hatelens.backends import models, prompts
 from hatelens.backends.hf import HFClassifier
 from hatelens.cli import build_parser
 from hatelens.cli.train_commands import build_config
 from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config
 from hatelens.data import Example
 from hatelens.errors import ModelError
-from hatelens.evaluate import evaluate
-from hatelens.train import train
-from hatelens.train_summary import _loss_verdict
+from hatelens.evaluation.evaluate import evaluate
+from hatelens.training import records as sft_data
+from hatelens.training.summary import _loss_verdict
+from hatelens.training.train import train
 
 pytestmark = [
     # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.
@@ -260,7 +261,7 @@ def test_a_validation_loss_that_never_improves_is_flagged():
 def test_f1_at_thresholds_by_hand():
     import numpy as np
 
-    from hatelens.sft_trainer import f1_at_thresholds
+    from hatelens.training.trainer import f1_at_thresholds
 
     truth = np.array([True, True, False, False])
     scores = np.array([0.9, 0.4, 0.6, 0.1])
@@ -270,7 +271,7 @@ def test_f1_at_thresholds_by_hand():
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_gpt_oss_dir"])
 def test_sharing_the_prompt_opening_changes_neither_loss_nor_gradients(fixture, request, tmp_path):
-    from hatelens.train import build_trainer, load_base_model, load_splits
+    from hatelens.training.train import build_trainer, load_base_model, load_splits
 
     folder = request.getfixturevalue(fixture)
     config = tiny_config(folder, tmp_path, "lora.dropout=0")

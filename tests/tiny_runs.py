@@ -12,11 +12,11 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens import prompts
+from hatelens.backends import prompts
 from hatelens.backends.base import Output
 from hatelens.backends.hf import HFClassifier
 from hatelens.config import EvalConfig, ModelConfig
-from hatelens.evaluate import evaluate
+from hatelens.evaluation.evaluate import evaluate
 
 GROUPS = ("lgbtq", "mexican", "middle_east")
 

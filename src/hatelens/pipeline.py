@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hatelens import runs
 from hatelens.config import EvalConfig, ModelConfig, RunConfig, to_dict
-from hatelens.evaluate import EvalResult, evaluate, rethreshold
+from hatelens.evaluation.evaluate import EvalResult, evaluate, rethreshold
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Steps:
     def train(self, step: str):
         """Fine-tune into <root>/<step>/; a finished training there is reused, an unfinished one resumed."""
         from hatelens.config import TrainConfig, load_config
-        from hatelens.train import SUMMARY_FILE, TrainResult, train
+        from hatelens.training.train import SUMMARY_FILE, TrainResult, train
 
         container = self.root / step
         finished = sorted(container.glob(f"*/{SUMMARY_FILE}")) if container.is_dir() else []
@@ -126,15 +126,15 @@ class Steps:
         return train(train_config, progress=self.progress, resume=True)
 
     def calibrate(self, validation_run: Path):
-        from hatelens.calibrate import calibrate
+        from hatelens.evaluation.calibrate import calibrate
 
         objective = self.config.calibration
         return calibrate(validation_run, objective=objective, max_group_fpr=self.config.max_group_fpr)
 
     def compare_and_report(self, step, baseline_test, finetuned_test, train_result, reference, extra_runs,
                            calibrations, *, calibrated, wall_s: float, quick: bool) -> dict:
-        from hatelens.compare import compare
-        from hatelens.criteria import load_criteria
+        from hatelens.evaluation.compare import compare
+        from hatelens.evaluation.criteria import load_criteria
         from hatelens.report import write_report
 
         output = self.root / step

@@ -10,82 +10,28 @@ generate mode: batched greedy decoding; the answer is parsed by `parsing.parse_a
 """
 
 import copy
-import inspect
 import logging
 import os
 from typing import Sequence
 
 import torch
 
-from hatelens import models, prompts
+from hatelens.backends import models, prompts
 from hatelens.backends.base import Output
+from hatelens.backends.fast_paths import use_gpu_speedups
+from hatelens.backends.models import cache_argument, pick_device, pick_dtype
+from hatelens.backends.parsing import parse_answer
+from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ModelError
-from hatelens.gpu_speedups import use_gpu_speedups
-from hatelens.labels import HATE, NORMAL
-from hatelens.parsing import parse_answer
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Architectures whose causal-LM head is exactly lm_head(decoder(x)), which prefix reuse computes itself;
 # others (Gemma's optional logit soft-capping, say) take the plain path.
 # gemma3_text: only without soft-capping (checked on gemma3-270m: policy_persona scores equal to 1e-6,
 # its 573-token prompts reaching past the 512-token sliding window).
 PREFIX_REUSE_MODEL_TYPES = frozenset({"llama", "gpt_oss", "mistral", "qwen2", "qwen3", "gemma3_text"})
 MIN_SHARED_PREFIX_TOKENS = 16  # a shorter shared opening is not worth its own forward pass
-
-
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"--device {device} asked for, but no CUDA device is visible; use --device cpu")
-    return device
-
-
-def pick_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}; choose auto or one of: {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-SINK_ATTENTION = "hatelens_fused_sinks"  # no "sdpa" in the name: transformers would refuse it for GPT-OSS
-
-
-def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """GPT-OSS attention (a learned sink logit per head) through PyTorch's fused attention kernels.
-
-    The sink is one extra key whose value vector is zero and whose logit is the learned number (put in the
-    additive mask): it takes its share of the softmax and adds nothing, exactly like the column that eager
-    attention appends. The query heads that share a key/value head are folded into the query length, so
-    keys and values are never repeated. `attention_mask` is the additive (batch, 1, q, kv) mask.
-    """
-    batch, heads, q_length, dim = query.shape
-    kv_heads, kv_length = key.shape[1], key.shape[2]
-    group = heads // kv_heads
-    zeros = key.new_zeros(batch, kv_heads, 1, dim)
-    key, value = torch.cat([key, zeros], dim=2), torch.cat([value, zeros], dim=2)
-    allowed = attention_mask[:, :, None, :, :kv_length].expand(batch, kv_heads, group, q_length, kv_length)
-    sinks = kwargs["s_aux"].view(1, kv_heads, group, 1, 1).expand(batch, -1, -1, q_length, 1)
-    mask = torch.cat([allowed, sinks.to(allowed.dtype)], dim=-1).view(batch, kv_heads, group * q_length, -1)
-    output = torch.nn.functional.scaled_dot_product_attention(
-        query.reshape(batch, kv_heads, group * q_length, dim), key, value, attn_mask=mask.to(query.dtype),
-        dropout_p=dropout, scale=scaling,
-    )
-    # reshape, not view: the kernel's output layout depends on the dtype and the backend chosen
-    return output.reshape(batch, heads, q_length, dim).transpose(1, 2).contiguous(), None
-
-
-def use_sink_attention(model) -> None:
-    """Switch a GPT-OSS model from eager attention to `sdpa_with_sinks` (same outputs, fused kernels)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    AttentionInterface.register(SINK_ATTENTION, sdpa_with_sinks)
-    AttentionMaskInterface.register(SINK_ATTENTION, eager_mask)  # additive float masks, never skipped
-    model.set_attn_implementation(SINK_ATTENTION)
 
 
 class HFClassifier:
@@ -280,13 +226,6 @@ class HFClassifier:
             if marker and marker in text:
                 text = text.split(marker, 1)[0]
         return text
-
-
-def cache_argument(model) -> str:
-    """The name of the decoder's key/value cache argument: transformers 5.2x renamed `past_key_values`
-    to `cache` (the old name warns until 5.40)."""
-    parameters = inspect.signature(model.get_decoder().forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def load_for_inference(config, *, template: prompts.PromptTemplate | None = None):

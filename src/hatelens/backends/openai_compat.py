@@ -33,11 +33,12 @@ from typing import Sequence
 
 import httpx
 
-from hatelens import models, prompts, runs
+from hatelens import runs
+from hatelens.backends import models, prompts
 from hatelens.backends.base import Output
+from hatelens.backends.parsing import parse_answer
+from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ConfigError, ModelError
-from hatelens.labels import HATE, NORMAL
-from hatelens.parsing import parse_answer
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import torch
 
 from hatelens import data
 from hatelens.backends.base import Output
-from hatelens.backends.hf import pick_device
+from hatelens.backends.models import pick_device
+from hatelens.data.labels import to_int
 from hatelens.errors import ModelError
-from hatelens.labels import to_int
 
 logger = logging.getLogger(__name__)
 

@@ -68,8 +68,8 @@ def register(subparsers) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from hatelens.compare import compare
-    from hatelens.criteria import load_criteria
+    from hatelens.evaluation.compare import compare
+    from hatelens.evaluation.criteria import load_criteria
     from hatelens.report import write_report
 
     training_summary = read_training_summary(args.training_summary)
@@ -87,7 +87,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from hatelens.calibrate import calibrate
+    from hatelens.evaluation.calibrate import calibrate
 
     if args.max_group_fpr is not None:
         result = calibrate(args.run, objective="max_group_fpr", max_group_fpr=args.max_group_fpr,
@@ -111,7 +111,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from hatelens.compare import load_comparison
+    from hatelens.evaluation.compare import load_comparison
     from hatelens.report import write_report
 
     comparison = load_comparison(args.comparison_dir)
@@ -132,7 +132,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_suite_build(args: argparse.Namespace) -> int:
-    from hatelens.suites import build_suite, write_suite
+    from hatelens.data.suites import build_suite, write_suite
 
     cases = build_suite(args.templates)
     path = write_suite(cases, args.output)

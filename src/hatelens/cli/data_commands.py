@@ -74,7 +74,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from hatelens import sources
+    from hatelens.data import sources
 
     written = sources.build_unified(Path(args.hatexplain), Path(args.toxigen), Path(args.output_dir), seed=args.seed)
     for path in written:

@@ -12,7 +12,8 @@ def register(subparsers) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from hatelens import models, runs
+    from hatelens import runs
+    from hatelens.backends import models
 
     for name, version in runs.versions().items():
         print(f"{name:<14}{version or 'not installed'}")

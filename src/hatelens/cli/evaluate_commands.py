@@ -45,7 +45,7 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from hatelens.evaluate import evaluate
+    from hatelens.evaluation.evaluate import evaluate
 
     config = build_config(args)
     if args.command_name == "baseline" and config.model.adapter:

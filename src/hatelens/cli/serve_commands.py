@@ -47,8 +47,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from hatelens.backends import BACKENDS, create_backend
     from hatelens.errors import ConfigError
-    from hatelens.evaluate import load_thresholds
-    from hatelens.serve import create_app
+    from hatelens.evaluation.evaluate import load_thresholds
+    from hatelens.serving.app import create_app
 
     values = _values(args, ("host", "port", "db", "thresholds", "threshold", "log_text"))
     values["model"] = model_values(args)
@@ -67,7 +67,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    from hatelens import monitor, runs
+    from hatelens import runs
+    from hatelens.serving import monitor
 
     config = load_config(MonitorConfig, args.config, args.overrides,
                          base=_values(args, ("db", "reference", "window", "since")))

@@ -60,7 +60,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from hatelens.train import train
+    from hatelens.training.train import train
 
     config = build_config(args)
     result = train(config, progress=not args.quiet, resume=args.resume)
@@ -85,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from hatelens.merge import merge_adapter
+    from hatelens.training.merge import merge_adapter
 
     output = merge_adapter(args.adapter, args.output, model=args.model, dtype=args.dtype, device=args.device)
     print(f"Wrote:  {output}/  (model.safetensors, config.json, tokenizer; load it with --model {output})")

@@ -11,7 +11,6 @@ from pathlib import Path
 from hatelens import runs
 from hatelens.report.content import build_sections
 from hatelens.report.render import to_html, to_markdown
-from hatelens.run_folder import load_finished_run
 
 BASELINE_LABEL = "baseline"
 FINETUNED_LABEL = "fine-tuned"
@@ -39,7 +38,7 @@ def write_report(output_dir: str | Path, comparison: dict, baseline_run: str | P
     if reference_run is not None:
         labelled[REFERENCE_LABEL] = reference_run
     labelled.update(extra_runs or {})
-    loaded = {label: load_finished_run(folder) for label, folder in labelled.items()}
+    loaded = {label: runs.load_finished_run(folder) for label, folder in labelled.items()}
     sections = build_sections(comparison, loaded, baseline_label=BASELINE_LABEL, finetuned_label=FINETUNED_LABEL,
                               training_summary=training_summary, calibrations=list(calibrations or []),
                               notes=list(notes or []))

@@ -3,10 +3,10 @@ as Markdown and as HTML, so both files always hold the same content."""
 
 from dataclasses import dataclass, field
 
-from hatelens import criteria as success_criteria
+from hatelens.evaluation import criteria as success_criteria
 from hatelens.report import plots
-from hatelens.run_folder import FinishedRun
-from hatelens.formatting import num, percent, signed
+from hatelens.report.formatting import num, percent, signed
+from hatelens.runs import FinishedRun
 
 GROUP_RATES = ("fpr", "fnr")
 CASE_TEXT_CHARS = 240

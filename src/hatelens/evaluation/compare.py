@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hatelens import criteria as success_criteria
 from hatelens import runs
-from hatelens.bootstrap import paired_bootstrap_delta
+from hatelens.data.labels import encode_predictions
 from hatelens.errors import DataError
-from hatelens.metrics import encode_predictions, mcnemar_exact
-from hatelens.run_folder import FinishedRun, load_finished_run
-from hatelens.formatting import num, percent, signed
+from hatelens.evaluation import criteria as success_criteria
+from hatelens.evaluation.bootstrap import paired_bootstrap_delta
+from hatelens.evaluation.metrics import mcnemar_exact
+from hatelens.report.formatting import num, percent, signed
+from hatelens.runs import FinishedRun, load_finished_run
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from hatelens import models, runs
-from hatelens.backends.hf import pick_device, pick_dtype
+from hatelens import runs
+from hatelens.backends import models
 from hatelens.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ def merge_adapter(adapter_dir: str, output_dir: str, *, model: str | None = None
     base = model or models.adapter_base(adapter_dir)
     source = models.resolve_model(base)
     tokenizer = models.load_tokenizer(source)
-    device = pick_device(device)
-    base_model = models.load_model(source, dtype=pick_dtype(dtype, device), device=device, tokenizer=tokenizer)
+    device = models.pick_device(device)
+    base_model = models.load_model(source, dtype=models.pick_dtype(dtype, device), device=device, tokenizer=tokenizer)
     merged = PeftModel.from_pretrained(base_model, adapter_dir).merge_and_unload()
     merged.name_or_path = str(output)
     staging = output.with_name(output.name + ".partial")

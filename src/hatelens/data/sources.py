@@ -1,6 +1,6 @@
 """Rebuild the unified HateXplain + ToxiGen splits from local copies of the public releases.
 
-    from hatelens.sources import build_unified
+    from hatelens.data.sources import build_unified
     build_unified(Path("HateXplain/Data/dataset.json"), Path("toxigen/"), Path("data/unified"), seed=0)
 
 writes unified_train.json, unified_val.json and unified_test.json in the schema of the shared files
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Iterator
 
 from hatelens.data import Example, split_examples, write_text_atomically
-from hatelens.data_formats import either, parse_json, read_utf8
+from hatelens.data.formats import either, parse_json, read_utf8
 from hatelens.errors import DataError
-from hatelens.labels import HATE, NORMAL
+from hatelens.data.labels import HATE, NORMAL
 
 logger = logging.getLogger(__name__)
 

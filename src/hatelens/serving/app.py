@@ -30,13 +30,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from hatelens.backends.base import Classifier
-from hatelens.batching import Job, MicroBatcher
 from hatelens.config import ServeLimits
 from hatelens.data import UNKNOWN_GROUP, normalize_group
+from hatelens.data.labels import normalize_label
 from hatelens.errors import DataError
-from hatelens.evaluate import decide
-from hatelens.labels import normalize_label
-from hatelens.prediction_log import Prediction, PredictionLog, text_sha256
+from hatelens.evaluation.evaluate import decide
+from hatelens.serving.batching import Job, MicroBatcher
+from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 
 logger = logging.getLogger(__name__)
 

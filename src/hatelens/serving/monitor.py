@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Sequence
 
 from hatelens.config import MonitorConfig
+from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ConfigError, DataError
-from hatelens.labels import HATE, NORMAL
-from hatelens.prediction_log import Prediction, PredictionLog
+from hatelens.serving.prediction_log import Prediction, PredictionLog
 
 ALL = "all"  # the row of a window that covers every group
 EMPTY_SHARE = 1e-4  # a PSI bin with no scores counts as this share, so ln() stays finite

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from hatelens.backends.hf import cache_argument
+from hatelens.backends.models import cache_argument
 
 IGNORE_INDEX = -100  # the label of a token the loss skips (PyTorch's and transformers' convention)
 

@@ -7,6 +7,7 @@ later loads read that (a second or two).
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
+
+import torch
 
 from hatelens.errors import ModelError
 
@@ -153,7 +156,6 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False, revi
 def load_model(source: ModelSource, *, dtype=None, device: str = "cpu", trust_remote_code: bool = False,
                revision: str | None = None, tokenizer=None, **kwargs):
     """Load weights (safetensors only). A GGUF model is converted once and cached as safetensors."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     converted = _converted_dir(source)
@@ -186,3 +188,29 @@ def _convert_gguf(source: ModelSource, target: Path, tokenizer) -> None:
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
     staging.replace(target)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {device} asked for, but no CUDA device is visible; use --device cpu")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; choose auto or one of: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def cache_argument(model) -> str:
+    """The name of the decoder's key/value cache argument: transformers 5.2x renamed `past_key_values`
+    to `cache` (the old name warns until 5.40)."""
+    parameters = inspect.signature(model.get_decoder().forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"

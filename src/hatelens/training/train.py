@@ -39,15 +39,17 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig
 
-from hatelens import data, models, prompts, runs, sft_data
-from hatelens.backends.hf import pick_device, pick_dtype
+from hatelens import data, runs
+from hatelens.backends import models, prompts
+from hatelens.backends.fast_paths import use_gpu_speedups
+from hatelens.backends.models import pick_device, pick_dtype
 from hatelens.config import TrainConfig, to_dict
 from hatelens.errors import ConfigError, ModelError
-from hatelens.gpu_speedups import use_gpu_speedups
 from hatelens.process_team import broadcast, process_team
-from hatelens.sft_trainer import AnswerSFTTrainer, last_checkpoint
-from hatelens.train_callbacks import TrainingProgress
-from hatelens.train_summary import BEST_METRICS, build_summary
+from hatelens.training import records as sft_data
+from hatelens.training.callbacks import TrainingProgress
+from hatelens.training.summary import BEST_METRICS, build_summary
+from hatelens.training.trainer import AnswerSFTTrainer, last_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import yaml
 
-from hatelens import data, metrics, prompts, runs, suites
-from hatelens.backends import create_backend
+from hatelens import data, runs
+from hatelens.backends import create_backend, prompts
 from hatelens.config import EvalConfig, from_dict, to_dict
+from hatelens.data import suites
+from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ConfigError, DataError
-from hatelens.labels import HATE, NORMAL
+from hatelens.evaluation import metrics
+from hatelens.evaluation.summary import format_summary
 from hatelens.process_team import broadcast, process_team
-from hatelens.summary import format_summary
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from hatelens import runs
 from hatelens.errors import ConfigError
-from hatelens.metrics import binary_rates
-from hatelens.run_folder import FinishedRun, load_finished_run
+from hatelens.evaluation.metrics import binary_rates
+from hatelens.runs import FinishedRun, load_finished_run
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from trl import SFTTrainer
 
-from hatelens import answer_loss, checkpoint_state
 from hatelens.backends.hf import HFClassifier
-from hatelens.labels import to_int
+from hatelens.data.labels import to_int
+from hatelens.training import answer_loss, checkpoint_state
 
 logger = logging.getLogger(__name__)
 

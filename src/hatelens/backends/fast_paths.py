@@ -22,8 +22,6 @@ def use_gpu_speedups(model, *, inference: bool) -> list[str]:
         return []
     applied = ["compiled expert gate"] if compile_expert_gate(model) else []
     if inference:
-        from hatelens.backends.hf import use_sink_attention
-
         use_sink_attention(model)
         applied.append("fused sink attention")
     logger.info("gpt-oss on CUDA: %s", ", ".join(applied))
@@ -56,3 +54,40 @@ def _experts_class(model):
         if hasattr(type(module), "_apply_gate") and hasattr(module, "gate_up_proj"):
             return type(module)
     return None
+
+
+SINK_ATTENTION = "hatelens_fused_sinks"  # no "sdpa" in the name: transformers would refuse it for GPT-OSS
+
+
+def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """GPT-OSS attention (a learned sink logit per head) through PyTorch's fused attention kernels.
+
+    The sink is one extra key whose value vector is zero and whose logit is the learned number (put in the
+    additive mask): it takes its share of the softmax and adds nothing, exactly like the column that eager
+    attention appends. The query heads that share a key/value head are folded into the query length, so
+    keys and values are never repeated. `attention_mask` is the additive (batch, 1, q, kv) mask.
+    """
+    batch, heads, q_length, dim = query.shape
+    kv_heads, kv_length = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    zeros = key.new_zeros(batch, kv_heads, 1, dim)
+    key, value = torch.cat([key, zeros], dim=2), torch.cat([value, zeros], dim=2)
+    allowed = attention_mask[:, :, None, :, :kv_length].expand(batch, kv_heads, group, q_length, kv_length)
+    sinks = kwargs["s_aux"].view(1, kv_heads, group, 1, 1).expand(batch, -1, -1, q_length, 1)
+    mask = torch.cat([allowed, sinks.to(allowed.dtype)], dim=-1).view(batch, kv_heads, group * q_length, -1)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(batch, kv_heads, group * q_length, dim), key, value, attn_mask=mask.to(query.dtype),
+        dropout_p=dropout, scale=scaling,
+    )
+    # reshape, not view: the kernel's output layout depends on the dtype and the backend chosen
+    return output.reshape(batch, heads, q_length, dim).transpose(1, 2).contiguous(), None
+
+
+def use_sink_attention(model) -> None:
+    """Switch a GPT-OSS model from eager attention to `sdpa_with_sinks` (same outputs, fused kernels)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(SINK_ATTENTION, sdpa_with_sinks)
+    AttentionMaskInterface.register(SINK_ATTENTION, eager_mask)  # additive float masks, never skipped
+    model.set_attn_implementation(SINK_ATTENTION)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from hatelens.data.labels import HATE, LABELS, NORMAL
 from hatelens.errors import ConfigError
-from hatelens.labels import HATE, LABELS, NORMAL
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[3] / "configs" / "prompts"
 HARMONY_FINAL = "<|channel|>final<|message|>"  # gpt-oss: the answer lives in the final channel
 JSON_OPENING = '{"classification": "'
 

@@ -20,9 +20,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from hatelens.bootstrap import bootstrap_ci, bootstrap_named, paired_bootstrap_delta
+from hatelens.data.labels import encode_predictions
 from hatelens.errors import DataError
-from hatelens.labels import HATE, NORMAL, to_int
+from hatelens.evaluation.bootstrap import bootstrap_ci, bootstrap_named, paired_bootstrap_delta
 
 __all__ = [
     "INVALID_POLICY",
@@ -127,28 +127,6 @@ def _clean(value: float | int | None) -> float | None:
 
 
 # ---- public building blocks (compare.py uses these too) ----
-
-
-def encode_predictions(
-    labels: Sequence[str], predictions: Sequence[str | None]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """("hate"/"normal" labels, predictions with None = invalid) -> (y_true, y_pred, invalid).
-
-    y_pred scores an invalid answer as the wrong class (see INVALID_POLICY); codes are 1 = hate.
-    """
-    if len(labels) != len(predictions):
-        raise DataError(f"{len(labels)} labels but {len(predictions)} predictions; give one per row")
-    for row, label in enumerate(labels):
-        if label not in (HATE, NORMAL):
-            raise DataError(f"label {label!r} in row {row} is not 'hate' or 'normal'")
-    for row, prediction in enumerate(predictions):
-        if prediction not in (HATE, NORMAL, None):
-            raise DataError(f"prediction {prediction!r} in row {row} is not 'hate', 'normal' or None")
-    y_true = np.array([to_int(label) for label in labels], dtype=int)
-    invalid = np.array([prediction is None for prediction in predictions], dtype=bool)
-    answered = [to_int(prediction) if prediction else 0 for prediction in predictions]
-    y_pred = np.where(invalid, 1 - y_true, np.array(answered, dtype=int))
-    return y_true, y_pred, invalid
 
 
 def binary_rates(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float | None]:

@@ -10,10 +10,10 @@ never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall
 
 import os
 
-from hatelens import prompts
-from hatelens.answer_loss import IGNORE_INDEX
+from hatelens.backends import prompts
 from hatelens.data import Example
 from hatelens.errors import DataError
+from hatelens.training.answer_loss import IGNORE_INDEX
 
 
 def prompt_ids(template: prompts.PromptTemplate, text: str, tokenizer) -> list[int]:

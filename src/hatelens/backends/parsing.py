@@ -16,8 +16,8 @@ import json
 import re
 import string
 
+from hatelens.data.labels import HATE, NORMAL, normalize_label
 from hatelens.errors import ConfigError
-from hatelens.labels import HATE, NORMAL, normalize_label
 
 # Plain-word spellings accepted at the start of an answer. "not hateful" is unambiguous as a whole
 # phrase, so it counts as normal; it can never match "hateful" because matching is at the start only.
