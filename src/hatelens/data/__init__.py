@@ -1,0 +1,25 @@
+"""Datasets: read any supported file into Examples, split and sample them, rebuild the unified splits
+from their public sources, and load functional test suites.
+
+The public names of `examples` and `splits` are re-exported here: `from hatelens import data` then
+`data.load_examples(...)`, `data.split_examples(...)`.
+"""
+
+from hatelens.data.examples import (
+    UNKNOWN_GROUP,
+    Example,
+    LoadResult,
+    examples_hash,
+    file_sha256,
+    load_examples,
+    normalize_group,
+    normalize_text,
+    write_jsonl,
+    write_text_atomically,
+)
+from hatelens.data.splits import split_examples, split_stats, stratified_sample
+
+__all__ = [
+    "UNKNOWN_GROUP", "Example", "LoadResult", "examples_hash", "file_sha256", "load_examples", "normalize_group",
+    "normalize_text", "split_examples", "split_stats", "stratified_sample", "write_jsonl", "write_text_atomically",
+]
