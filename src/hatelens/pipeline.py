@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hatelens import runs
+from hatelens import resources, runs
 from hatelens.config import EvalConfig, ModelConfig, RunConfig, to_dict
 from hatelens.evaluation.evaluate import EvalResult, evaluate, rethreshold
 
@@ -75,7 +75,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
                                    backend="reference").run_dir
     if config.functional_suite:
         extra_runs["fine-tuned, functional suite"] = steps.evaluate(
-            "09_finetuned_functional_suite", config.functional_suite, config.suite_samples, adapter=adapter,
+            "09_finetuned_functional_suite", str(resources.find("suites", config.functional_suite)),
+            config.suite_samples, adapter=adapter,
             data_format="hatecheck",
         ).run_dir
 

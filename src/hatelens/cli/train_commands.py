@@ -2,6 +2,7 @@
 
 import argparse
 
+from hatelens import extras
 from hatelens.cli.options import add_overrides
 from hatelens.config import TrainConfig, load_config
 
@@ -60,6 +61,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    extras.require("train", "hatelens train")
     from hatelens.training.train import train
 
     config = build_config(args)
@@ -85,6 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    extras.require("train", "hatelens merge")
     from hatelens.training.merge import merge_adapter
 
     output = merge_adapter(args.adapter, args.output, model=args.model, dtype=args.dtype, device=args.device)
