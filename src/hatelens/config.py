@@ -33,7 +33,9 @@ class ModelConfig:
     revision: str | None = None
     # openai-compatible backend
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key (Azure: AZURE_OPENAI_API_KEY)
+    api_version: str | None = None  # Azure OpenAI: the api-version query parameter (e.g. 2024-10-21); turns Azure on
+    deployment: str | None = None  # Azure OpenAI: the deployment name (default: model)
     max_concurrency: int = 8
     timeout_s: float = 60.0
     max_retries: int = 5
