@@ -48,6 +48,7 @@ from hatelens.errors import ConfigError, ModelError
 from hatelens.process_team import broadcast, process_team
 from hatelens.training import records as sft_data
 from hatelens.training.callbacks import TrainingProgress
+from hatelens.training.model_card import write_model_card
 from hatelens.training.summary import BEST_METRICS, build_summary
 from hatelens.training.trainer import AnswerSFTTrainer, last_checkpoint
 
@@ -104,6 +105,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, c
                 "note": f"evaluate with the same template: hatelens evaluate --model <this folder> --template "
                         f"{config.template}",
             })
+            write_model_card(adapter_dir, base_model=config.model, template=config.template,
+                             prompt_sha256=template.hash, training=summary)
             for warning in summary["warnings"]:
                 logger.warning("%s", warning)
             runs.write_json(run_dir / SUMMARY_FILE, summary)
