@@ -63,6 +63,7 @@ class EvalConfig:
     thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
     target_f1: float = 0.615  # the "target to beat" line of the summary
     n_bootstrap: int = 1000
+    report_to: list[str] | str = "none"  # also log the metrics to: tensorboard | mlflow | wandb | none (or a list)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -274,6 +275,7 @@ class RunConfig:
     suite_samples: int | None = None
     seed: int = 0
     n_bootstrap: int = 1000
+    report_to: list[str] | str = "none"  # every step's metrics and the verdict also go to: tensorboard | mlflow | wandb
 
 
 @dataclass
@@ -322,6 +324,7 @@ class TrainConfig:
     attn_implementation: str | None = None  # e.g. eager (gpt-oss: attention sinks)
     dequantize_mxfp4: bool = False  # gpt-oss: load MXFP4 weights dequantised to bf16 for training
     trust_remote_code: bool = False
+    report_to: list[str] | str = "tensorboard"  # training curves go to: tensorboard | mlflow | wandb | none (or a list)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
