@@ -7,14 +7,14 @@ feeds evaluation and training, so a fine-tuned model is scored on exactly the te
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
+from hatelens import resources
 from hatelens.data.labels import HATE, LABELS, NORMAL
 from hatelens.errors import ConfigError
 
-PROMPTS_DIR = Path(__file__).resolve().parents[3] / "configs" / "prompts"
+PROMPTS_DIR = resources.package_root() / "configs" / "prompts"  # the shipped templates
 HARMONY_FINAL = "<|channel|>final<|message|>"  # gpt-oss: the answer lives in the final channel
 JSON_OPENING = '{"classification": "'
 
@@ -66,13 +66,12 @@ class PromptTemplate:
 
 
 def load_template(name_or_path: str) -> PromptTemplate:
-    """A template by name (configs/prompts/<name>.yaml) or by path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROMPTS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")))
-        raise ConfigError(f"prompt template {name_or_path!r} not found; shipped templates: {shipped}, or pass a YAML path")
+    """A template by name (a shipped one: baseline, compact, policy_persona) or by path."""
+    try:
+        path = resources.find("prompts", name_or_path)
+    except ConfigError:
+        raise ConfigError(f"prompt template {name_or_path!r} not found; shipped templates: "
+                          f"{', '.join(resources.shipped('prompts'))}, or pass a YAML path") from None
     source = path.read_text(encoding="utf-8")
     values = yaml.safe_load(source)
     required = {"name", "user", "label_words"}
