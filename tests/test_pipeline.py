@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_train import separable_rows, write_jsonl
+from fixtures import separable_rows, write_jsonl
 
 from hatelens.config import RunConfig, load_config
 from hatelens.pipeline import run_pipeline

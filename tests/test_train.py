@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import separable_rows, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
@@ -27,22 +28,6 @@ pytestmark = [
 ]
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "lora"
-
-
-def separable_rows(count: int) -> list[dict]:
-    """Two kinds of post a tiny model can tell apart from their words alone."""
-    rows = []
-    for index in range(count):
-        hate = index % 2 == 0
-        text = f"vermin vermin out {index}" if hate else f"lovely tacos today {index}"
-        rows.append({"id": f"row{index}", "text": text, "label": "hate" if hate else "normal",
-                     "group": ("lgbtq", "mexican", "middle_east")[index % 3]})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def tiny_config(model_dir: Path, work: Path, *overrides: str) -> TrainConfig:
