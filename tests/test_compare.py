@@ -4,8 +4,8 @@ import csv
 import json
 
 import pytest
+from fixtures import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
 from scipy.stats import binomtest
-from tiny_runs import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
 
 from hatelens.cli import main
 from hatelens.errors import ConfigError, DataError

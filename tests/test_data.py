@@ -3,11 +3,11 @@
 import csv
 import hashlib
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from fixtures import raises_data_error, write_file
 
 from hatelens.data import (
     Example,
@@ -20,7 +20,7 @@ from hatelens.data import (
     stratified_sample,
     write_jsonl,
 )
-from hatelens.errors import ConfigError, DataError
+from hatelens.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIFIED_DIRS = (ROOT / "data" / "unified", ROOT.parent / "shared" / "data" / "unified")
@@ -28,22 +28,8 @@ UNIFIED = next((folder for folder in UNIFIED_DIRS if (folder / "unified_train.js
 needs_unified = pytest.mark.skipif(UNIFIED is None, reason="the unified splits are not in data/unified")
 
 
-def write(folder: Path, name: str, content: str | bytes) -> Path:
-    path = folder / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
-
-
 def jsonl(*records: dict) -> str:
     return "".join(json.dumps(record) + "\n" for record in records)
-
-
-def raises(message: str):
-    """pytest.raises(DataError) whose message starts with `message` (matched literally)."""
-    return pytest.raises(DataError, match="^" + re.escape(message))
 
 
 # ---- errors ---------------------------------------------------------------------------------------
@@ -51,83 +37,83 @@ def raises(message: str):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.jsonl"
-    with raises(f"{path}: file not found; check the path"):
+    with raises_data_error(f"{path}: file not found; check the path"):
         load_examples(path)
 
 
 def test_non_utf8_bytes_name_line_and_offset(tmp_path):
     first = b'{"text": "fine", "label": "hate"}\n'
-    path = write(tmp_path, "latin1.jsonl", first + b'{"text": "caf\xe9", "label": "normal"}\n')
+    path = write_file(tmp_path, "latin1.jsonl", first + b'{"text": "caf\xe9", "label": "normal"}\n')
     offset = len(first) + len(b'{"text": "caf')
-    with raises(f"{path}:2: byte 0xe9 at offset {offset} is not UTF-8; re-save the file as UTF-8"):
+    with raises_data_error(f"{path}:2: byte 0xe9 at offset {offset} is not UTF-8; re-save the file as UTF-8"):
         load_examples(path)
 
 
 def test_broken_jsonl_line(tmp_path):
-    path = write(tmp_path, "broken.jsonl", jsonl({"text": "a", "label": "hate"}) + '{"text": "b", "label": }\n')
-    with raises(f"{path}:2: not valid JSON (Expecting value, column 24); each line must be one JSON object"):
+    path = write_file(tmp_path, "broken.jsonl", jsonl({"text": "a", "label": "hate"}) + '{"text": "b", "label": }\n')
+    with raises_data_error(f"{path}:2: not valid JSON (Expecting value, column 24); each line must be one JSON object"):
         load_examples(path)
 
 
 def test_broken_json_array(tmp_path):
-    path = write(tmp_path, "broken.json", '[\n  {"text": "a", "label": "hate"},\n  {"text": "b",, }\n]\n')
-    with raises(f"{path}:3: not valid JSON"):
+    path = write_file(tmp_path, "broken.json", '[\n  {"text": "a", "label": "hate"},\n  {"text": "b",, }\n]\n')
+    with raises_data_error(f"{path}:3: not valid JSON"):
         load_examples(path)
 
 
 def test_json_that_is_not_an_array(tmp_path):
-    path = write(tmp_path, "object.json", json.dumps({"text": "a", "label": "hate"}))
-    with raises(f"{path}: expected a JSON array of records, found {{"):
+    path = write_file(tmp_path, "object.json", json.dumps({"text": "a", "label": "hate"}))
+    with raises_data_error(f"{path}: expected a JSON array of records, found {{"):
         load_examples(path)
 
 
 def test_json_array_item_that_is_not_an_object(tmp_path):
-    path = write(tmp_path, "strings.json", json.dumps([{"text": "a", "label": "hate"}, "b"]))
-    with raises(f'{path}[1]: expected a JSON object with text and label, found "b"'):
+    path = write_file(tmp_path, "strings.json", json.dumps([{"text": "a", "label": "hate"}, "b"]))
+    with raises_data_error(f'{path}[1]: expected a JSON object with text and label, found "b"'):
         load_examples(path)
 
 
 def test_missing_field_names_the_field_and_the_fields_present(tmp_path):
-    path = write(tmp_path, "typo.jsonl", jsonl({"txt": "a", "label": "hate"}))
-    with raises(f"{path}:1: missing field 'text' (fields present: txt, label); rename the field or pass --text-column"):
+    path = write_file(tmp_path, "typo.jsonl", jsonl({"txt": "a", "label": "hate"}))
+    with raises_data_error(f"{path}:1: missing field 'text' (fields present: txt, label); rename the field or pass --text-column"):
         load_examples(path)
 
 
 def test_missing_label_in_json_array_names_the_index(tmp_path):
-    path = write(tmp_path, "nolabel.json", json.dumps([{"text": "a", "label": "hate"}, {"text": "b"}]))
-    with raises(f"{path}[1]: missing field 'label_binary' or 'label' (fields present: text)"):
+    path = write_file(tmp_path, "nolabel.json", json.dumps([{"text": "a", "label": "hate"}, {"text": "b"}]))
+    with raises_data_error(f"{path}[1]: missing field 'label_binary' or 'label' (fields present: text)"):
         load_examples(path)
 
 
 def test_missing_csv_column_mentions_the_flag(tmp_path):
-    path = write(tmp_path, "posts.csv", "content,label\nhello,normal\n")
-    with raises(f"{path}:1: no text column 'text' (columns: content, label); pass --text-column NAME"):
+    path = write_file(tmp_path, "posts.csv", "content,label\nhello,normal\n")
+    with raises_data_error(f"{path}:1: no text column 'text' (columns: content, label); pass --text-column NAME"):
         load_examples(path)
 
 
 def test_named_group_column_must_exist(tmp_path):
-    path = write(tmp_path, "posts.csv", "text,label\nhello,normal\n")
-    with raises(f"{path}:1: no group column 'community' (columns: text, label); pass --group-column NAME"):
+    path = write_file(tmp_path, "posts.csv", "text,label\nhello,normal\n")
+    with raises_data_error(f"{path}:1: no group column 'community' (columns: text, label); pass --group-column NAME"):
         load_examples(path, group_column="community")
 
 
 def test_unknown_label_lists_the_accepted_spellings(tmp_path):
-    path = write(tmp_path, "labels.csv", "text,label\nhello,normal\nhi,maybe\n")
-    with raises(f"{path}:3: unknown label 'maybe'; use one of the accepted spellings: 0, 1, hate,") as error:
+    path = write_file(tmp_path, "labels.csv", "text,label\nhello,normal\nhi,maybe\n")
+    with raises_data_error(f"{path}:3: unknown label 'maybe'; use one of the accepted spellings: 0, 1, hate,") as error:
         load_examples(path)
     assert "hateful" in str(error.value) and "non-hateful" in str(error.value)
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t"])
 def test_empty_text(tmp_path, text):
-    path = write(tmp_path, "empty.jsonl", jsonl({"text": "a", "label": "hate"}, {"text": text, "label": "normal"}))
-    with raises(f"{path}:2: empty text {text!r}; fill it in, remove the record or pass --skip-empty-texts"):
+    path = write_file(tmp_path, "empty.jsonl", jsonl({"text": "a", "label": "hate"}, {"text": text, "label": "normal"}))
+    with raises_data_error(f"{path}:2: empty text {text!r}; fill it in, remove the record or pass --skip-empty-texts"):
         load_examples(path)
 
 
 def test_empty_texts_can_be_skipped_with_a_warning(tmp_path):
     records = [{"text": "a", "label": "hate"}, {"text": " ", "label": "normal"}, {"text": "b", "label": "normal"}]
-    path = write(tmp_path, "empty.json", json.dumps(records))
+    path = write_file(tmp_path, "empty.json", json.dumps(records))
     result = load_examples(path, skip_empty_texts=True)
     assert [example.text for example in result.examples] == ["a", "b"]
     assert result.warnings == [f"{path}: records skipped for empty text: 1, e.g. [1]"]
@@ -144,27 +130,27 @@ def test_empty_texts_can_be_skipped_with_a_warning(tmp_path):
     ],
 )
 def test_file_without_records(tmp_path, name, content):
-    path = write(tmp_path, name, content)
-    with raises(f"{path}: no records in the file; add at least one labelled text"):
+    path = write_file(tmp_path, name, content)
+    with raises_data_error(f"{path}: no records in the file; add at least one labelled text"):
         load_examples(path)
 
 
 def test_duplicate_explicit_id(tmp_path):
-    path = write(tmp_path, "ids.jsonl", jsonl(*({"id": "a", "text": text, "label": "hate"} for text in ("x", "y"))))
-    with raises(f"{path}:2: duplicate id 'a' (first at {path}:1); give every record its own id"):
+    path = write_file(tmp_path, "ids.jsonl", jsonl(*({"id": "a", "text": text, "label": "hate"} for text in ("x", "y"))))
+    with raises_data_error(f"{path}:2: duplicate id 'a' (first at {path}:1); give every record its own id"):
         load_examples(path)
 
 
 def test_duplicate_source_id_in_unified_json(tmp_path):
     record = {"text": "x", "label_binary": "hate", "source_dataset": "toxigen", "original_id": "toxigen_7"}
-    path = write(tmp_path, "unified.json", json.dumps([record, dict(record, text="y")]))
-    with raises(f"{path}[1]: duplicate id 'toxigen-toxigen_7' (first at {path}[0])"):
+    path = write_file(tmp_path, "unified.json", json.dumps([record, dict(record, text="y")]))
+    with raises_data_error(f"{path}[1]: duplicate id 'toxigen-toxigen_7' (first at {path}[0])"):
         load_examples(path)
 
 
 def test_unknown_suffix_and_unknown_format(tmp_path):
-    path = write(tmp_path, "posts.txt", "hello\n")
-    with raises(f"{path}: cannot tell the format from the suffix '.txt'; rename it to .json, .jsonl or .csv or pass"):
+    path = write_file(tmp_path, "posts.txt", "hello\n")
+    with raises_data_error(f"{path}: cannot tell the format from the suffix '.txt'; rename it to .json, .jsonl or .csv or pass"):
         load_examples(path)
     with pytest.raises(ConfigError, match="^unknown data format 'tsv'; choose one of json, jsonl, csv, hatecheck$"):
         load_examples(path, format="tsv")
@@ -183,7 +169,7 @@ SPELLINGS = [
 
 @pytest.mark.parametrize(("spelling", "label"), SPELLINGS)
 def test_label_spellings(tmp_path, spelling, label):
-    path = write(tmp_path, "labels.jsonl", jsonl({"text": "a", "label": spelling}))
+    path = write_file(tmp_path, "labels.jsonl", jsonl({"text": "a", "label": spelling}))
     assert load_examples(path).examples[0].label == label
 
 
@@ -195,7 +181,7 @@ def test_unified_json(tmp_path):
         {"text": "t3", "label": "normal", "target_group": "LGBTQ+"},
         {"text": "t4", "label": 1},
     ]  # fmt: skip
-    path = write(tmp_path, "mixed.json", json.dumps(records))
+    path = write_file(tmp_path, "mixed.json", json.dumps(records))
     assert load_examples(path).examples == [
         Example("hatexplain-1_gab", "t1", "hate", "lgbtq", "hatexplain"),
         Example("mixed-1", "t2", "normal", "middle_east"),
@@ -207,7 +193,7 @@ def test_unified_json(tmp_path):
 def test_plain_jsonl_ids_and_groups(tmp_path):
     content = jsonl({"id": "p1", "text": "a", "label": "hate", "group": "Mexican"}) + "\n"
     content += jsonl({"text": "b", "label": "normal", "target_group_norm": "middle_east", "source": "mine"})
-    path = write(tmp_path, "posts.jsonl", content)
+    path = write_file(tmp_path, "posts.jsonl", content)
     assert load_examples(path).examples == [
         Example("p1", "a", "hate", "mexican"),
         Example("posts-3", "b", "normal", "middle_east", "mine"),  # line 3: line 2 is blank
@@ -226,7 +212,7 @@ def chat(user: str, answer: str, **fields) -> dict:
 
 
 def test_chat_records(tmp_path):
-    path = write(
+    path = write_file(
         tmp_path,
         "sft.jsonl",
         jsonl(
@@ -243,39 +229,39 @@ def test_chat_records(tmp_path):
 
 
 def test_chat_record_errors(tmp_path):
-    path = write(tmp_path, "no_answer.jsonl", jsonl({"messages": [{"role": "user", "content": "hi"}]}))
-    with raises(f"{path}:1: chat record has no assistant turn; add the label"):
+    path = write_file(tmp_path, "no_answer.jsonl", jsonl({"messages": [{"role": "user", "content": "hi"}]}))
+    with raises_data_error(f"{path}:1: chat record has no assistant turn; add the label"):
         load_examples(path)
-    path = write(tmp_path, "bad_json.jsonl", jsonl(chat("hi", '{"classification": hate}')))
-    with raises(f"""{path}:1: assistant answer '{{"classification": hate}}' is not valid JSON"""):
+    path = write_file(tmp_path, "bad_json.jsonl", jsonl(chat("hi", '{"classification": hate}')))
+    with raises_data_error(f"""{path}:1: assistant answer '{{"classification": hate}}' is not valid JSON"""):
         load_examples(path)
-    path = write(tmp_path, "no_key.jsonl", jsonl(chat("hi", '{"answer": "hate"}')))
-    with raises(f"""{path}:1: assistant answer '{{"answer": "hate"}}' has no 'classification' field"""):
+    path = write_file(tmp_path, "no_key.jsonl", jsonl(chat("hi", '{"answer": "hate"}')))
+    with raises_data_error(f"""{path}:1: assistant answer '{{"answer": "hate"}}' has no 'classification' field"""):
         load_examples(path)
-    path = write(tmp_path, "sentence.jsonl", jsonl(chat("hi", "I think this is hate.")))
-    with raises(f"{path}:1: unknown label 'I think this is hate.'"):
+    path = write_file(tmp_path, "sentence.jsonl", jsonl(chat("hi", "I think this is hate.")))
+    with raises_data_error(f"{path}:1: unknown label 'I think this is hate.'"):
         load_examples(path)
 
 
 def test_csv_defaults_and_column_flags(tmp_path):
-    path = write(tmp_path, "default.csv", 'text,label,group\nhello,normal,Arab\n"two\nlines",1,\n')
+    path = write_file(tmp_path, "default.csv", 'text,label,group\nhello,normal,Arab\n"two\nlines",1,\n')
     assert load_examples(path).examples == [
         Example("default-2", "hello", "normal", "arab"),
         Example("default-4", "two\nlines", "hate", "unknown"),  # a record ends on the line its id names
     ]
-    path = write(tmp_path, "custom.csv", "post,verdict,community\nhello,hateful,LGBT\n")
+    path = write_file(tmp_path, "custom.csv", "post,verdict,community\nhello,hateful,LGBT\n")
     examples = load_examples(path, text_column="post", label_column="verdict", group_column="community").examples
     assert examples == [Example("custom-2", "hello", "hate", "lgbtq")]
 
 
 def test_csv_with_byte_order_mark(tmp_path):
-    path = write(tmp_path, "excel.csv", "\ufefftext,label\nhello,normal\n".encode())
+    path = write_file(tmp_path, "excel.csv", "\ufefftext,label\nhello,normal\n".encode())
     assert load_examples(path).examples == [Example("excel-2", "hello", "normal", "unknown")]
 
 
 def test_csv_bad_label_names_its_line(tmp_path):
-    path = write(tmp_path, "lines.csv", 'text,label\n"multi\nline",hate\nbad,3\n')
-    with raises(f"{path}:4: unknown label '3'"):
+    path = write_file(tmp_path, "lines.csv", 'text,label\n"multi\nline",hate\nbad,3\n')
+    with raises_data_error(f"{path}:4: unknown label '3'"):
         load_examples(path)
 
 
@@ -315,7 +301,7 @@ def test_hatecheck_file_loads_as_plain_csv_with_flags(tmp_path):
     as_tuples = [(example.id, example.text, example.label, example.group) for example in plain.examples]
     assert as_tuples == [(example.id, example.text, example.label, example.group) for example in hatecheck.examples]
     columns = "case_id, functionality, test_case, label_gold, target_ident"
-    with raises(f"{path}:1: no text column 'text' (columns: {columns}); pass --text-column NAME"):
+    with raises_data_error(f"{path}:1: no text column 'text' (columns: {columns}); pass --text-column NAME"):
         load_examples(path)
 
 
@@ -336,7 +322,7 @@ def test_group_names(given, group):
 
 
 def test_duplicate_text_and_conflicting_label_warnings(tmp_path):
-    path = write(
+    path = write_file(
         tmp_path,
         "dupes.jsonl",
         jsonl(
@@ -356,7 +342,7 @@ def test_duplicate_text_and_conflicting_label_warnings(tmp_path):
 
 
 def test_clean_file_has_no_warnings(tmp_path):
-    path = write(tmp_path, "clean.jsonl", jsonl({"text": "a", "label": "hate"}, {"text": "b", "label": "normal"}))
+    path = write_file(tmp_path, "clean.jsonl", jsonl({"text": "a", "label": "hate"}, {"text": "b", "label": "normal"}))
     assert load_examples(path).warnings == []
 
 
@@ -441,7 +427,7 @@ def test_write_jsonl_round_trip(tmp_path):
 
 
 def test_hashes(tmp_path):
-    path = write(tmp_path, "bytes.bin", b"hatelens")
+    path = write_file(tmp_path, "bytes.bin", b"hatelens")
     assert file_sha256(path) == hashlib.sha256(b"hatelens").hexdigest()
     examples = population()[:3]
     assert examples_hash(examples) == examples_hash(list(examples))
@@ -468,7 +454,7 @@ def test_split_stats_small():
 
 @needs_unified
 def test_unified_files_match_the_data_card():
-    with raises(f"{UNIFIED / 'unified_val.json'}[227]: empty text ''"):
+    with raises_data_error(f"{UNIFIED / 'unified_val.json'}[227]: empty text ''"):
         load_examples(UNIFIED / "unified_val.json")
     splits = {
         name: load_examples(UNIFIED / f"unified_{name}.json", skip_empty_texts=True).examples

@@ -8,7 +8,7 @@ import math
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from live_server import serving
+from fixtures import serving
 
 from hatelens.backends import prompts
 from hatelens.backends.openai_compat import OpenAICompatClassifier, create

@@ -1,10 +1,9 @@
 """`hatelens run` end to end on a tiny model: every step's folder, the verdict, resuming."""
 
 import json
-from pathlib import Path
 
 import pytest
-from test_train import separable_rows, write_jsonl
+from fixtures import separable_rows, write_jsonl
 
 from hatelens.config import RunConfig, load_config
 from hatelens.pipeline import run_pipeline
@@ -62,4 +61,17 @@ def test_rerun_after_finishing_steps_keeps_them(run_config):
     for path, stamp in stamps.items():
         assert path.stat().st_mtime_ns == stamp, path
     assert (second.run_dir / "05_finetuned_test" / "metrics.json").is_file()
-    assert Path(second.verdict["report_html"]).is_file()
+    assert second.verdict.report_html.is_file()
+
+
+def test_the_training_step_gets_the_run_settings_as_values_and_the_overrides_last(run_config, tmp_path):
+    from dataclasses import replace
+
+    from hatelens.pipeline import Steps
+
+    config = replace(run_config, train_overrides=["epochs=1", "lora.r=2"])
+    train_config = Steps(config, tmp_path / "root", progress=False).train_config("02_train")
+    assert (train_config.model, train_config.template, train_config.train_file, train_config.val_file) == \
+        (config.model, "compact", config.train_data, config.validation_data)
+    assert (train_config.output_dir, train_config.name) == (str(tmp_path / "root" / "02_train"), "train")
+    assert (train_config.epochs, train_config.lora.r, train_config.lora.alpha) == (1.0, 2, 8)  # recipe said 2, 4, 8

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
 from PIL import Image
-from tiny_runs import LexiconClassifier, make_run, tiny_llama_classifier, write_dataset
 
 from hatelens.cli import main
 from hatelens.data.suites import SUITE_CSV

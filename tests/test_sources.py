@@ -4,7 +4,7 @@ import csv
 import json
 from pathlib import Path
 
-from test_data import raises, write
+from fixtures import raises_data_error, write_file
 
 from hatelens.data import Example, load_examples
 from hatelens.data.sources import build_unified
@@ -106,14 +106,14 @@ def test_build_unified_from_annotated_toxigen_folder(tmp_path):
 
 def test_build_unified_errors(tmp_path):
     hatexplain, toxigen = write_sources(tmp_path)
-    bad_csv = write(tmp_path, "bad.csv", "sentence,target_group,prompt_label\nhi,lgbtq,1\n")
-    with raises(f"{bad_csv}:1: no column 'text' or 'generation' (columns: sentence, target_group, prompt_label)"):
+    bad_csv = write_file(tmp_path, "bad.csv", "sentence,target_group,prompt_label\nhi,lgbtq,1\n")
+    with raises_data_error(f"{bad_csv}:1: no column 'text' or 'generation' (columns: sentence, target_group, prompt_label)"):
         build_unified(hatexplain, bad_csv, tmp_path / "out", seed=0)
-    bad_label = write(tmp_path, "label.csv", "text,target_group,prompt_label\nhi,lgbtq,yes\n")
-    with raises(f"{bad_label}:2: prompt_label 'yes' is not a number"):
+    bad_label = write_file(tmp_path, "label.csv", "text,target_group,prompt_label\nhi,lgbtq,yes\n")
+    with raises_data_error(f"{bad_label}:2: prompt_label 'yes' is not a number"):
         build_unified(hatexplain, bad_label, tmp_path / "out", seed=0)
-    no_annotators = write(tmp_path, "posts.json", json.dumps({"9_gab": {"post_tokens": ["hi"]}}))
-    with raises(f"{no_annotators}['9_gab']: missing field 'annotators' (fields present: post_tokens)"):
+    no_annotators = write_file(tmp_path, "posts.json", json.dumps({"9_gab": {"post_tokens": ["hi"]}}))
+    with raises_data_error(f"{no_annotators}['9_gab']: missing field 'annotators' (fields present: post_tokens)"):
         build_unified(no_annotators, toxigen, tmp_path / "out", seed=0)
-    with raises(f"{tmp_path / 'missing.json'}: file not found"):
+    with raises_data_error(f"{tmp_path / 'missing.json'}: file not found"):
         build_unified(tmp_path / "missing.json", toxigen, tmp_path / "out", seed=0)

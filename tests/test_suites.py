@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tiny_runs import LexiconClassifier, make_run
+from fixtures import LexiconClassifier, make_run
 
 from hatelens.cli import main
 from hatelens.data import load_examples

@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fixtures import separable_rows, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
 from hatelens.backends import models, prompts
-from hatelens.backends.hf import HFClassifier
+from hatelens.backends.hf import HFClassifier, score_texts
 from hatelens.cli import build_parser
 from hatelens.cli.train_commands import build_config
 from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config
 from hatelens.data import Example
-from hatelens.errors import ModelError
+from hatelens.errors import ConfigError, ModelError
 from hatelens.evaluation.evaluate import evaluate
 from hatelens.training import records as sft_data
 from hatelens.training.summary import _loss_verdict
@@ -28,22 +29,6 @@ pytestmark = [
 ]
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "lora"
-
-
-def separable_rows(count: int) -> list[dict]:
-    """Two kinds of post a tiny model can tell apart from their words alone."""
-    rows = []
-    for index in range(count):
-        hate = index % 2 == 0
-        text = f"vermin vermin out {index}" if hate else f"lovely tacos today {index}"
-        rows.append({"id": f"row{index}", "text": text, "label": "hate" if hate else "normal",
-                     "group": ("lgbtq", "mexican", "middle_east")[index % 3]})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def tiny_config(model_dir: Path, work: Path, *overrides: str) -> TrainConfig:
@@ -70,7 +55,7 @@ class WeightWatch(TrainerCallback):
 def llama_run(tiny_llama_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("llama_train")
     watch = WeightWatch()
-    result = train(tiny_config(tiny_llama_dir, work), progress=False, callbacks=(watch,))
+    result = train(tiny_config(tiny_llama_dir, work), score_texts=score_texts, progress=False, callbacks=(watch,))
     return result, watch, work
 
 
@@ -147,8 +132,8 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_adapter(llama_run, tin
     uninterrupted, _, _ = llama_run
     config = tiny_config(tiny_llama_dir, tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        train(config, progress=False, callbacks=(StopAfterFirstSave(),))
-    resumed = train(config, progress=False, resume=True)
+        train(config, score_texts=score_texts, progress=False, callbacks=(StopAfterFirstSave(),))
+    resumed = train(config, score_texts=score_texts, progress=False, resume=True)
     assert resumed.summary["resumed_from"].endswith("checkpoint-2")
     assert len(list((tmp_path / "runs").iterdir())) == 1  # the same run folder, continued
     expected = load_file(uninterrupted.adapter_dir / "adapter_model.safetensors")
@@ -215,6 +200,21 @@ def test_evaluate_reads_the_adapter_folder_or_base_plus_adapter(llama_run, tiny_
         assert (by_pair.run_dir / name).is_file()
 
 
+def test_validation_f1_during_training_is_what_evaluate_reports_for_the_adapter(llama_run, tmp_path):
+    """eval_f1 comes from the scorer the caller hands in (backends.hf.score_texts): the evaluator's own scores."""
+    result, _, work = llama_run
+    best = next(row for row in result.summary["evaluations"] if row["step"] == result.summary["best"]["step"])
+    config = EvalConfig(data=str(work / "val.jsonl"), output_dir=str(tmp_path / "eval"), n_bootstrap=10,
+                        model=ModelConfig(model=str(result.adapter_dir), template="compact", batch_size=4))
+    metrics = evaluate(config, progress=False).metrics
+    assert (best["eval_f1"], best["eval_roc_auc"]) == pytest.approx((metrics["f1"], metrics["roc_auc"]), abs=1e-6)
+
+
+def test_without_a_scorer_training_reports_no_f1_and_cannot_pick_by_it(tiny_llama_dir, tmp_path):
+    with pytest.raises(ConfigError, match="best_metric f1 needs the validation split scored"):
+        train(tiny_config(tiny_llama_dir, tmp_path, "best_metric=f1"), progress=False)
+
+
 def test_train_command_prints_the_run_and_the_next_command(tiny_llama_dir, tmp_path, capsys):
     from hatelens.cli import main
 
@@ -272,7 +272,7 @@ def test_f1_at_thresholds_by_hand():
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_gpt_oss_dir"])
 def test_sharing_the_prompt_opening_changes_neither_loss_nor_gradients(fixture, request, tmp_path):
-    from hatelens.training.train import build_trainer, load_base_model, load_splits
+    from hatelens.training.train import Records, TrainingSetup, build_trainer, load_base_model, load_splits
 
     folder = request.getfixturevalue(fixture)
     config = tiny_config(folder, tmp_path, "lora.dropout=0")
@@ -283,8 +283,10 @@ def test_sharing_the_prompt_opening_changes_neither_loss_nor_gradients(fixture, 
     opening = sft_data.shared_opening([dataset])
     assert len(opening) >= 8
     model = load_base_model(config, source, tokenizer, torch.float32, "cpu")
-    trainer = build_trainer(config, model, tokenizer, dataset, dataset, None, template, opening, tmp_path, 4, 1,
-                            False, ())
+    setup = TrainingSetup(config=config, run_dir=tmp_path, source=source, tokenizer=tokenizer,
+                          records=Records(dataset, dataset, opening), validation=None, resume_from=None, main=True,
+                          progress=False, callbacks=())
+    trainer = build_trainer(setup, model, batch_size=4, grad_accum=1)
     batch = trainer.data_collator([dataset[index] for index in range(4)])
     assert len(set(batch["attention_mask"].sum(dim=1).tolist())) > 1  # rows of different lengths: padding on
 
@@ -308,7 +310,7 @@ def test_sharing_the_prompt_opening_changes_neither_loss_nor_gradients(fixture, 
 def test_quick_test_recipe_trains_the_embedded_model(tmp_path):
     """The whole path on the real embedded model (about two minutes on a 2-core CPU)."""
     config = load_config(TrainConfig, RECIPES / "quick_test.yaml", [f"output_dir={tmp_path}"])
-    result = train(config, progress=False)
+    result = train(config, score_texts=score_texts, progress=False)
     losses = [evaluation["eval_loss"] for evaluation in result.summary["evaluations"]]
     assert losses[-1] < losses[0]  # the label word became likelier on held-out rows
     assert json.loads((result.adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == \

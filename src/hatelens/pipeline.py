@@ -4,22 +4,29 @@
     validation -> baseline and fine-tuned on test -> the same test scores under the calibrated
     thresholds -> reference backend and functional suite -> compare -> report
 
-Each step writes an ordinary run folder inside runs/<stamp>_run_<name>/, named by its order. A step
-whose folder is finished is skipped when the command runs again, so an interrupted run resumes at the
-step it stopped in (and evaluation steps resume inside themselves). The test split is scored only
-after training and calibration are done: nothing in it influences a choice.
+Each step writes an ordinary run folder inside runs/<stamp>_run_<name>/, named by its order, and hands
+the next steps a typed result (EvalResult, TrainResult, Calibration, ModelRuns, Verdict). A step whose
+folder is finished is skipped when the command runs again, so an interrupted run resumes at the step it
+stopped in (and evaluation steps resume inside themselves). The test split is scored only after
+training and calibration are done: nothing in it influences a choice.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hatelens import resources, runs, trackers
-from hatelens.config import EvalConfig, ModelConfig, RunConfig, to_dict
+from hatelens.config import EvalConfig, ModelConfig, RunConfig, TrainConfig, load_config, to_dict
+from hatelens.evaluation.calibrate import Calibration
 from hatelens.evaluation.evaluate import EvalResult, evaluate, rethreshold
+
+if TYPE_CHECKING:  # training (torch, TRL, PEFT) is imported when the training step runs
+    from hatelens.training.train import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +36,40 @@ VERDICT = "verdict.json"
 
 
 @dataclass
+class ModelRuns:
+    """One model's path through the pipeline: validation -> thresholds -> test, at 0.5 and calibrated."""
+
+    validation: EvalResult
+    calibration: Calibration  # thresholds picked on `validation`
+    test: EvalResult  # at the default threshold 0.5
+    test_calibrated: EvalResult  # the same test scores under `calibration`
+
+
+@dataclass
+class Verdict:
+    """What verdict.json holds: both comparisons' outcome and where to read more."""
+
+    passed: bool  # every criterion passed at the default threshold (the headline)
+    passed_calibrated: bool  # ... and under the calibrated thresholds
+    criteria: list[dict] | None
+    criteria_calibrated: list[dict] | None
+    report_html: Path
+    comparison: Path  # the comparison folder (comparison.json, cases.csv, report.md)
+    wall_s: float
+    quick: bool
+    train_run: Path  # the training run folder (adapter/, training_summary.json)
+
+    def to_json(self) -> dict:
+        return {key: str(value) if isinstance(value, Path) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+
+@dataclass
 class PipelineResult:
     run_dir: Path
     report_html: Path
     passed: bool
-    verdict: dict
+    verdict: Verdict
 
 
 def quick_config(config: RunConfig) -> RunConfig:
@@ -44,52 +80,50 @@ def quick_config(config: RunConfig) -> RunConfig:
 def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = False) -> PipelineResult:
     """Walk every step; return where the report is and whether every criterion passed."""
     started = time.perf_counter()
-    identity = hashlib.sha256(json.dumps({**to_dict(config), "quick": quick}, sort_keys=True).encode()).hexdigest()[:16]
-    root = runs.find_unfinished(Path(config.output_dir), identity, VERDICT)
-    if root is None:
-        root = runs.new_run_dir(Path(config.output_dir), f"run_{config.name}")
-        runs.write_yaml(root / "config.yaml", {**to_dict(config), "quick": quick})
-        runs.write_json(root / "manifest.json", runs.manifest(step="run", config_hash=identity, quick=quick))
-    else:
-        logger.info("resuming %s: finished steps are kept", root)
+    root = open_run_folder(config, quick)
     steps = Steps(config, root, progress)
 
     baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data, config.validation_samples)
-    train_result = steps.train("02_train")
-    adapter = str(train_result.adapter_dir)
+    trained = steps.train("02_train")
+    adapter = str(trained.adapter_dir)
     finetuned_validation = steps.evaluate("03_finetuned_validation", config.validation_data,
                                           config.validation_samples, adapter=adapter)
-    thresholds = {label: steps.calibrate(run.run_dir) for label, run in
-                  (("baseline", baseline_validation), ("finetuned", finetuned_validation))}
+    baseline_calibration = steps.calibrate(baseline_validation)
+    finetuned_calibration = steps.calibrate(finetuned_validation)
     baseline_test = steps.evaluate("04_baseline_test", config.test_data, config.test_samples)
     finetuned_test = steps.evaluate("05_finetuned_test", config.test_data, config.test_samples, adapter=adapter)
-    baseline_calibrated = rethreshold(baseline_test.run_dir, thresholds["baseline"].path,
-                                      root / "06_baseline_test_calibrated")
-    finetuned_calibrated = rethreshold(finetuned_test.run_dir, thresholds["finetuned"].path,
-                                       root / "07_finetuned_test_calibrated")
-    extra_runs = {"baseline, calibrated": baseline_calibrated.run_dir,
-                  "fine-tuned, calibrated": finetuned_calibrated.run_dir}
-    reference = None
+    baseline = ModelRuns(baseline_validation, baseline_calibration, baseline_test,
+                         steps.rethreshold("06_baseline_test_calibrated", baseline_test, baseline_calibration))
+    finetuned = ModelRuns(finetuned_validation, finetuned_calibration, finetuned_test,
+                          steps.rethreshold("07_finetuned_test_calibrated", finetuned_test, finetuned_calibration))
+    reference = suite = None
     if config.reference:
-        reference = steps.evaluate("08_reference_test", config.test_data, config.test_samples,
-                                   backend="reference").run_dir
+        reference = steps.evaluate("08_reference_test", config.test_data, config.test_samples, backend="reference")
     if config.functional_suite:
-        extra_runs["fine-tuned, functional suite"] = steps.evaluate(
-            "09_finetuned_functional_suite", str(resources.find("suites", config.functional_suite)),
-            config.suite_samples, adapter=adapter,
-            data_format="hatecheck",
-        ).run_dir
+        suite = steps.evaluate("09_finetuned_functional_suite",
+                               str(resources.find("suites", config.functional_suite)), config.suite_samples,
+                               adapter=adapter, data_format="hatecheck")
 
-    verdict = steps.compare_and_report("10_comparison", baseline_test, finetuned_test, train_result, reference,
-                                       extra_runs, [thresholds["baseline"].thresholds,
-                                                    thresholds["finetuned"].thresholds],
-                                       calibrated=(baseline_calibrated, finetuned_calibrated),
-                                       wall_s=time.perf_counter() - started, quick=quick)
-    runs.write_json(root / VERDICT, verdict)
-    trackers.log(config.report_to, root, root.name, {"run/passed": float(verdict["passed"]),
-                                                     "run/passed_calibrated": float(verdict["passed_calibrated"])})
-    return PipelineResult(run_dir=root, report_html=Path(verdict["report_html"]), passed=verdict["passed"],
-                          verdict=verdict)
+    verdict = steps.compare_and_report("10_comparison", baseline, finetuned, trained, reference=reference,
+                                       suite=suite, wall_s=time.perf_counter() - started, quick=quick)
+    runs.write_json(root / VERDICT, verdict.to_json())
+    trackers.log(config.report_to, root, root.name, {"run/passed": float(verdict.passed),
+                                                     "run/passed_calibrated": float(verdict.passed_calibrated)})
+    return PipelineResult(run_dir=root, report_html=verdict.report_html, passed=verdict.passed, verdict=verdict)
+
+
+def open_run_folder(config: RunConfig, quick: bool) -> Path:
+    """The unfinished run of this very config (to resume), or a new folder with its config and manifest."""
+    recorded = {**to_dict(config), "quick": quick}
+    identity = hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:16]
+    root = runs.find_unfinished(Path(config.output_dir), identity, VERDICT)
+    if root is not None:
+        logger.info("resuming %s: finished steps are kept", root)
+        return root
+    root = runs.new_run_dir(Path(config.output_dir), f"run_{config.name}")
+    runs.write_yaml(root / "config.yaml", recorded)
+    runs.write_json(root / "manifest.json", runs.manifest(step="run", config_hash=identity, quick=quick))
+    return root
 
 
 class Steps:
@@ -110,9 +144,18 @@ class Steps:
                     f"{config.model}{' + adapter' if adapter else ''}", data)
         return evaluate(eval_config, progress=self.progress, run_dir=self.root / step)
 
-    def train(self, step: str):
+    def train_config(self, step: str) -> TrainConfig:
+        """The training recipe <- this run's model, template, data and folder <- the run's train_overrides."""
+        config = self.config
+        shared = {"model": config.model, "template": config.template, "train_file": config.train_data,
+                  "val_file": config.validation_data, "output_dir": str(self.root / step), "name": "train",
+                  # TensorBoard in the run folder as always, plus the run's trackers
+                  "report_to": list(dict.fromkeys(["tensorboard", *trackers.parse_report_to(config.report_to)]))}
+        return load_config(TrainConfig, config.train_recipe, config.train_overrides, base=shared)
+
+    def train(self, step: str) -> "TrainResult":
         """Fine-tune into <root>/<step>/; a finished training there is reused, an unfinished one resumed."""
-        from hatelens.config import TrainConfig, load_config
+        from hatelens.backends.hf import score_texts
         from hatelens.training.train import SUMMARY_FILE, TrainResult, train
 
         container = self.root / step
@@ -121,50 +164,54 @@ class Steps:
             run_dir = finished[-1].parent
             return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter",
                                summary=json.loads(finished[-1].read_text()))
-        config = self.config
-        # TensorBoard in the run folder as always, plus the run's trackers
-        training_trackers = list(dict.fromkeys(["tensorboard", *trackers.parse_report_to(config.report_to)]))
-        overrides = [f"model={config.model}", f"template={config.template}", f"train_file={config.train_data}",
-                     f"val_file={config.validation_data}", f"output_dir={container}", "name=train",
-                     f"report_to={json.dumps(training_trackers)}",
-                     *config.train_overrides]
-        train_config = load_config(TrainConfig, config.train_recipe, overrides)
-        logger.info("step %s: LoRA fine-tuning with %s", step, config.train_recipe)
-        return train(train_config, progress=self.progress, resume=True)
+        logger.info("step %s: LoRA fine-tuning with %s", step, self.config.train_recipe)
+        return train(self.train_config(step), score_texts=score_texts, progress=self.progress, resume=True)
 
-    def calibrate(self, validation_run: Path):
+    def calibrate(self, validation: EvalResult) -> Calibration:
         from hatelens.evaluation.calibrate import calibrate
 
-        objective = self.config.calibration
-        return calibrate(validation_run, objective=objective, max_group_fpr=self.config.max_group_fpr)
+        return calibrate(validation.run_dir, objective=self.config.calibration,
+                         max_group_fpr=self.config.max_group_fpr)
 
-    def compare_and_report(self, step, baseline_test, finetuned_test, train_result, reference, extra_runs,
-                           calibrations, *, calibrated, wall_s: float, quick: bool) -> dict:
+    def rethreshold(self, step: str, test: EvalResult, calibration: Calibration) -> EvalResult:
+        return rethreshold(test.run_dir, calibration.path, self.root / step)
+
+    def compare_and_report(self, step: str, baseline: ModelRuns, finetuned: ModelRuns, trained: "TrainResult", *,
+                           reference: EvalResult | None, suite: EvalResult | None, wall_s: float,
+                           quick: bool) -> Verdict:
         from hatelens.evaluation.compare import compare
         from hatelens.evaluation.criteria import load_criteria
         from hatelens.report import write_report
 
         output = self.root / step
         criteria = load_criteria(self.config.criteria)
-        result = compare(baseline_test.run_dir, finetuned_test.run_dir, criteria=criteria,
-                         training_summary=train_result.summary, output_dir=output,
-                         n_bootstrap=self.config.n_bootstrap, seed=self.config.seed)
-        calibrated_result = compare(calibrated[0].run_dir, calibrated[1].run_dir, criteria=criteria,
-                                    training_summary=train_result.summary, output_dir=output / "calibrated",
-                                    n_bootstrap=self.config.n_bootstrap, seed=self.config.seed)
+        shared = {"criteria": criteria, "training_summary": trained.summary, "n_bootstrap": self.config.n_bootstrap,
+                  "seed": self.config.seed}
+        result = compare(baseline.test.run_dir, finetuned.test.run_dir, output_dir=output, **shared)
+        calibrated = compare(baseline.test_calibrated.run_dir, finetuned.test_calibrated.run_dir,
+                             output_dir=output / "calibrated", **shared)
+        extra_runs = {"baseline, calibrated": baseline.test_calibrated.run_dir,
+                      "fine-tuned, calibrated": finetuned.test_calibrated.run_dir}
+        if suite is not None:
+            extra_runs["fine-tuned, functional suite"] = suite.run_dir
+        _, html_path = write_report(output, result.comparison, baseline.test.run_dir, finetuned.test.run_dir,
+                                    trained.summary, reference_run=reference.run_dir if reference else None,
+                                    extra_runs=extra_runs, notes=self.notes(wall_s, calibrated.passed, output, quick),
+                                    calibrations=[baseline.calibration.thresholds, finetuned.calibration.thresholds])
+        return Verdict(passed=result.passed, passed_calibrated=calibrated.passed,
+                       criteria=result.comparison.get("criteria"),
+                       criteria_calibrated=calibrated.comparison.get("criteria"), report_html=html_path,
+                       comparison=output, wall_s=round(wall_s, 1), quick=quick, train_run=trained.run_dir)
+
+    def notes(self, wall_s: float, passed_calibrated: bool, output: Path, quick: bool) -> list[str]:
+        """The paragraphs under the report's verdict: wall time, the calibrated verdict, a quick run's warning."""
+        machine = runs.machine()
         notes = [f"Wall time of the whole run: {wall_s / 60:.1f} minutes on this machine "
-                 f"({runs.machine()['cpu_count']} CPU cores{', GPU ' + runs.machine()['gpu'] if 'gpu' in runs.machine() else ''}).",
+                 f"({machine['cpu_count']} CPU cores{', GPU ' + machine['gpu'] if 'gpu' in machine else ''}).",
                  "Headline comparison: both models at the default threshold 0.5. With thresholds calibrated on "
                  f"validation ({self.config.calibration}), the verdict is "
-                 f"{'PASS' if calibrated_result.passed else 'FAIL'}: see {output / 'calibrated' / 'summary.txt'}."]
+                 f"{'PASS' if passed_calibrated else 'FAIL'}: see {output / 'calibrated' / 'summary.txt'}."]
         if quick:
             notes.insert(0, "QUICK RUN: small stratified samples and the quick_test recipe; the figures "
                             "show the pipeline works, not how good the model is.")
-        _, html_path = write_report(output, result.comparison, baseline_test.run_dir, finetuned_test.run_dir,
-                                    train_result.summary, reference_run=reference, extra_runs=extra_runs,
-                                    calibrations=calibrations, notes=notes)
-        return {"passed": result.passed, "passed_calibrated": calibrated_result.passed,
-                "criteria": result.comparison.get("criteria"),
-                "criteria_calibrated": calibrated_result.comparison.get("criteria"),
-                "report_html": str(html_path), "comparison": str(output), "wall_s": round(wall_s, 1),
-                "quick": quick, "train_run": str(train_result.run_dir)}
+        return notes

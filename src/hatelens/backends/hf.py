@@ -14,6 +14,7 @@ import logging
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from hatelens import extras
@@ -227,6 +228,14 @@ class HFClassifier:
             if marker and marker in text:
                 text = text.split(marker, 1)[0]
         return text
+
+
+def score_texts(model, tokenizer, template: prompts.PromptTemplate, texts: Sequence[str], *,
+                batch_size: int) -> np.ndarray:
+    """P(hate) per text from a model already in memory, exactly as `hatelens evaluate` scores it. Training
+    hands this to its trainer for the validation F1 of each checkpoint (training/trainer.py says why)."""
+    classifier = HFClassifier(model, tokenizer, template, batch_size=batch_size)
+    return np.array([output.score for output in classifier.classify(texts)])
 
 
 def load_for_inference(config, *, template: prompts.PromptTemplate | None = None):

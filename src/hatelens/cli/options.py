@@ -1,6 +1,8 @@
 """Options several commands share, with the seed scripts' underscore spellings as aliases."""
 
 import argparse
+import dataclasses
+import typing
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -40,3 +42,45 @@ def model_values(args: argparse.Namespace) -> dict:
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override any recipe field, e.g. model.batch_size=8")
+
+
+# -- flags for config fields: the dataclass in config.py is the one definition of a knob (name, type,
+# default); a flag adds only its spellings -------------------------------------------------------------
+
+
+def field_spec(cls, key: str) -> tuple[type, object]:
+    """(scalar type, default) of the dataclass field `key` (dotted for nested sections, e.g. lora.r)."""
+    *parents, leaf = key.split(".")
+    for parent in parents:
+        cls = typing.get_type_hints(cls)[parent]
+    kind = typing.get_type_hints(cls)[leaf]
+    scalar = next(option for option in (typing.get_args(kind) or (kind,)) if option is not type(None))
+    (field,) = [field for field in dataclasses.fields(cls) if field.name == leaf]
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return scalar, default
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]]) -> None:
+    """One flag per key of `aliases` (a field of dataclass `cls`): --kebab-case, --snake_case, then the
+    extra spellings; typed and described from the dataclass. The parsed value lands in dest key_with_underscores."""
+    for key, extra in aliases.items():
+        name = key.replace(".", "_")
+        flags = dict.fromkeys((f"--{name.replace('_', '-')}", f"--{name}", *extra))  # ordered, no repeats
+        kind, default = field_spec(cls, key)
+        described = f"recipe key {key}" + ("" if default is None else f" (default {default})")
+        parser.add_argument(*flags, dest=name, type=kind, help=described)
+
+
+def config_flag_values(args: argparse.Namespace, keys) -> dict:
+    """The flags the user gave, as a nested config mapping ({"lora": {"r": 8}} for lora.r)."""
+    values: dict = {}
+    for key in keys:
+        value = getattr(args, key.replace(".", "_"))
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        target = values
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return values

@@ -30,13 +30,14 @@ def run(args: argparse.Namespace) -> int:
     result = run_pipeline(config, progress=not args.quiet, quick=args.quick)
     verdict = result.verdict
     print(f"\nRun folder: {result.run_dir}")
-    for label, key in (("default threshold 0.5", "criteria"), ("calibrated thresholds", "criteria_calibrated")):
+    for label, criteria in (("default threshold 0.5", verdict.criteria),
+                            ("calibrated thresholds", verdict.criteria_calibrated)):
         print(f"\nCriteria ({label}):")
-        for criterion in verdict[key] or []:
+        for criterion in criteria or []:
             print(f"  {criterion['status']:<5} {criterion['name']}: {criterion.get('figure')} "
                   f"(target {criterion.get('target')})")
-    print(f"\nWall time: {verdict['wall_s'] / 60:.1f} min")
+    print(f"\nWall time: {verdict.wall_s / 60:.1f} min")
     print(f"Report: {result.report_html}")
     print(f"Verdict: {'PASS' if result.passed else 'FAIL'} (calibrated: "
-          f"{'PASS' if verdict['passed_calibrated'] else 'FAIL'})")
+          f"{'PASS' if verdict.passed_calibrated else 'FAIL'})")
     return 0 if result.passed else 1

@@ -3,39 +3,35 @@
 import argparse
 
 from hatelens import extras
-from hatelens.cli.options import add_overrides
+from hatelens.cli.options import add_config_flags, add_overrides, config_flag_values
 from hatelens.config import TrainConfig, load_config
 
-# flag -> TrainConfig key; the seed scripts' underscore spellings work too
+# TrainConfig key -> the seed scripts' extra spellings of its flag (--kebab-case and --snake_case come from
+# the key; the type, default and help from TrainConfig itself)
 TRAIN_FLAGS = {
-    "model": ("--model", "--model_name", "--model-name"),
-    "template": ("--template",),
-    "train_file": ("--train-file", "--train_file"),
-    "val_file": ("--val-file", "--val_file"),
-    "output_dir": ("--output-dir", "--output_dir"),
-    "name": ("--name",),
-    "epochs": ("--epochs",),
-    "batch_size": ("--batch-size", "--batch_size"),
-    "grad_accum": ("--grad-accum", "--grad_accum", "--gradient_accumulation_steps"),
-    "learning_rate": ("--learning-rate", "--learning_rate", "--lr"),
-    "max_train_samples": ("--max-train-samples", "--max_train_samples"),
-    "device": ("--device",),
+    "model": ("--model_name", "--model-name"),
+    "template": (),
+    "train_file": (),
+    "val_file": (),
+    "output_dir": (),
+    "name": (),
+    "epochs": (),
+    "batch_size": (),
+    "grad_accum": ("--gradient_accumulation_steps",),
+    "learning_rate": ("--lr",),
+    "max_train_samples": (),
+    "device": (),
+    "lora.r": ("--lora-rank", "--lora_rank"),
+    "lora.alpha": (),
+    "lora.dropout": (),
 }
-LORA_FLAGS = {
-    "r": ("--lora-rank", "--lora_rank", "--lora-r", "--lora_r"),
-    "alpha": ("--lora-alpha", "--lora_alpha"),
-    "dropout": ("--lora-dropout", "--lora_dropout"),
-}
-TYPES = {"epochs": float, "batch_size": int, "grad_accum": int, "learning_rate": float, "max_train_samples": int,
-         "r": int, "alpha": int, "dropout": float}
 
 
 def register(subparsers) -> None:
     summary = "LoRA fine-tuning on the training split, validated each epoch, into a run folder"
     parser = subparsers.add_parser("train", help=summary, description=summary)
     parser.add_argument("--config", help="training recipe (configs/lora/*.yaml)")
-    for key, flags in {**TRAIN_FLAGS, **LORA_FLAGS}.items():
-        parser.add_argument(*flags, dest=key, type=TYPES.get(key, str))
+    add_config_flags(parser, TrainConfig, TRAIN_FLAGS)
     parser.add_argument("--resume", action="store_true",
                         help="continue the newest unfinished run of this config from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (train.log still records progress)")
@@ -55,19 +51,16 @@ def register(subparsers) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    values = {key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None}
-    lora = {key: getattr(args, key) for key in LORA_FLAGS if getattr(args, key) is not None}
-    if lora:
-        values["lora"] = lora
-    return load_config(TrainConfig, args.config, args.overrides, base=values)
+    return load_config(TrainConfig, args.config, args.overrides, base=config_flag_values(args, TRAIN_FLAGS))
 
 
 def run_train(args: argparse.Namespace) -> int:
     extras.require("train", "hatelens train")
+    from hatelens.backends.hf import score_texts
     from hatelens.training.train import train
 
     config = build_config(args)
-    result = train(config, progress=not args.quiet, resume=args.resume)
+    result = train(config, score_texts=score_texts, progress=not args.quiet, resume=args.resume)
     if not result.main_process:  # one of several processes: the main one reports
         return 0
     summary = result.summary

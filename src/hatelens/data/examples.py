@@ -20,14 +20,14 @@ import json
 import logging
 import os
 import tempfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from hatelens.data.formats import Columns, Record, columns_for, either, format_of, preview, read_records
-from hatelens.errors import ConfigError, DataError
 from hatelens.data.labels import _SPELLINGS, HATE, NORMAL, normalize_label
+from hatelens.errors import DataError
 
 logger = logging.getLogger(__name__)
 

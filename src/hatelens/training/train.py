@@ -5,9 +5,10 @@
     hatelens evaluate --model runs/<run>/adapter --template <the recipe's template> --data ...
 
 The records are the evaluator's own prompts (same template, same chat template) followed by the
-answer it reads; the loss is on the answer tokens only (sft_data.py). TRL's SFTTrainer does the
-loop with a PEFT LoraConfig (sft_trainer.py adapts it): cosine schedule with warm-up, evaluation
-on the validation split each epoch, early stopping, the best checkpoint by validation loss or F1.
+answer it reads; the loss is on the answer tokens only (records.py, answer_loss.py). TRL's SFTTrainer
+does the loop with a PEFT LoraConfig (trainer.py adapts it): cosine schedule with warm-up, evaluation
+on the validation split each epoch, early stopping, the best checkpoint by validation loss or F1 (the
+F1 of the evaluator's own scores: the caller hands in `backends.hf.score_texts`).
 
 runs/<UTC stamp>_<name>/
   adapter/                 PEFT adapter (safetensors) + tokenizer: the best checkpoint
@@ -50,7 +51,7 @@ from hatelens.training import records as sft_data
 from hatelens.training.callbacks import TrainingProgress
 from hatelens.training.model_card import write_model_card
 from hatelens.training.summary import BEST_METRICS, build_summary
-from hatelens.training.trainer import AnswerSFTTrainer, last_checkpoint
+from hatelens.training.trainer import AnswerSFTTrainer, TextScorer, ValidationScoring, last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +71,15 @@ class TrainResult:
     main_process: bool = True  # False in the other processes of a multi-process run (they print nothing)
 
 
-def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, callbacks: tuple = ()) -> TrainResult:
-    """Fine-tune, keep the best adapter, write the run folder. resume: continue the newest unfinished
-    run of the same config from its last checkpoint. callbacks: extra transformers TrainerCallbacks."""
-    check_config(config)
+def train(config: TrainConfig, *, score_texts: TextScorer | None = None, progress: bool = True,
+          resume: bool = False, callbacks: tuple = ()) -> TrainResult:
+    """Fine-tune, keep the best adapter, write the run folder.
+
+    score_texts: P(hate) per validation text for eval_f1 / eval_roc_auc (`backends.hf.score_texts`, which
+    `hatelens train` and `hatelens run` pass); None: validation loss only. resume: continue the newest
+    unfinished run of the same config from its last checkpoint. callbacks: extra transformers TrainerCallbacks.
+    """
+    check_config(config, score_texts)
     train_examples, val_examples = load_splits(config)
     identity = config_hash(config, train_examples, val_examples)
     team = process_team(config.device)  # None unless launched as several processes (accelerate, torchrun)
@@ -90,27 +96,20 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, c
 
         source = models.resolve_model(config.model)
         tokenizer = models.load_tokenizer(source, trust_remote_code=config.trust_remote_code)
-        records = build_records(config, template, tokenizer, train_examples, val_examples)
-        fit = fit_with_memory_backoff(config, source, tokenizer, records, template, run_dir, resume_from,
-                                      progress and main, callbacks, main)
+        setup = TrainingSetup(
+            config=config, run_dir=run_dir, source=source, tokenizer=tokenizer,
+            records=build_records(config, template, tokenizer, train_examples, val_examples),
+            validation=validation_scoring(val_examples, template, score_texts), resume_from=resume_from,
+            main=main, progress=progress and main, callbacks=callbacks)
+        fit = fit_with_memory_backoff(setup)
 
         adapter_dir = run_dir / ADAPTER_DIR
         fit.trainer.save_model(str(adapter_dir))  # the best checkpoint, loaded back at the end of training
-        summary = build_summary(config, fit.trainer, fit.output, wall_s=fit.wall_s, n_train=len(records.train),
+        summary = build_summary(config, fit.trainer, fit.output, wall_s=fit.wall_s, n_train=len(setup.records.train),
                                 batch_size=fit.batch_size, grad_accum=fit.grad_accum, backoffs=fit.backoffs,
                                 resumed_from=str(resume_from) if resume_from else None, adapter_dir=adapter_dir)
         if main:
-            runs.write_json(adapter_dir / "hatelens_training.json", {
-                "base_model": config.model, "template": config.template, "prompt_sha256": template.hash,
-                "note": f"evaluate with the same template: hatelens evaluate --model <this folder> --template "
-                        f"{config.template}",
-            })
-            write_model_card(adapter_dir, base_model=config.model, template=config.template,
-                             prompt_sha256=template.hash, training=summary)
-            for warning in summary["warnings"]:
-                logger.warning("%s", warning)
-            runs.write_json(run_dir / SUMMARY_FILE, summary)
-            logger.info("adapter written to %s", adapter_dir)
+            write_results(run_dir, adapter_dir, config, template, summary)
     return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, summary=summary, main_process=main)
 
 
@@ -126,8 +125,23 @@ def pick_run_dir(config: TrainConfig, identity: str, resume: bool) -> Path:
 class Records:
     train: object  # datasets.Dataset of input_ids / labels / length
     val: object
-    validation: tuple[list[str], list[str]]  # (texts, labels) the evaluator's scoring reads
     opening: list[int]  # token ids every record starts with, run once per batch ([] when too short)
+
+
+@dataclass
+class TrainingSetup:
+    """What every training attempt shares; only the model and the batch shape change between attempts."""
+
+    config: TrainConfig
+    run_dir: Path
+    source: models.ModelSource
+    tokenizer: object
+    records: Records
+    validation: ValidationScoring | None  # None: no eval_f1
+    resume_from: Path | None  # the checkpoint to continue from
+    main: bool  # False in the other processes of a multi-process run (no files, no TensorBoard of their own)
+    progress: bool  # show a progress bar
+    callbacks: tuple  # extra transformers TrainerCallbacks
 
 
 @dataclass
@@ -151,6 +165,21 @@ def write_run_files(run_dir: Path, config: TrainConfig, identity: str, template,
     ))
 
 
+def write_results(run_dir: Path, adapter_dir: Path, config: TrainConfig, template, summary: dict) -> None:
+    """The adapter's note on how to evaluate it, then training_summary.json (last: it marks the run finished)."""
+    runs.write_json(adapter_dir / "hatelens_training.json", {
+        "base_model": config.model, "template": config.template, "prompt_sha256": template.hash,
+        "note": f"evaluate with the same template: hatelens evaluate --model <this folder> --template "
+                f"{config.template}",
+    })
+    write_model_card(adapter_dir, base_model=config.model, template=config.template,
+                     prompt_sha256=template.hash, training=summary)
+    for warning in summary["warnings"]:
+        logger.warning("%s", warning)
+    runs.write_json(run_dir / SUMMARY_FILE, summary)
+    logger.info("adapter written to %s", adapter_dir)
+
+
 def build_records(config: TrainConfig, template, tokenizer, train_examples, val_examples) -> Records:
     train_set = sft_data.build_dataset(train_examples, template, tokenizer,
                                        max_length_tokens=config.max_length_tokens, where=config.train_file)
@@ -161,23 +190,28 @@ def build_records(config: TrainConfig, template, tokenizer, train_examples, val_
         opening = []
     logger.info("%d training and %d validation records; mean %.1f tokens, of which %d shared by all (run once "
                 "per batch)", len(train_set), len(val_set), sum(train_set["length"]) / len(train_set), len(opening))
-    validation = ([example.text for example in val_examples], [example.label for example in val_examples])
-    return Records(train_set, val_set, validation, opening)
+    return Records(train_set, val_set, opening)
 
 
-def fit_with_memory_backoff(config: TrainConfig, source, tokenizer, records: Records, template, run_dir: Path,
-                            resume_from: Path | None, progress: bool, callbacks: tuple, main: bool) -> Fit:
-    """Train; on out-of-memory, halve the per-device batch and double accumulation (same effective batch).
-    main: False in the other processes of a multi-process run (no TensorBoard files of their own)."""
+def validation_scoring(val_examples, template, score_texts: TextScorer | None) -> ValidationScoring | None:
+    if score_texts is None:
+        return None
+    return ValidationScoring(texts=[example.text for example in val_examples],
+                             labels=[example.label for example in val_examples], template=template,
+                             score_texts=score_texts)
+
+
+def fit_with_memory_backoff(setup: TrainingSetup) -> Fit:
+    """Train; on out-of-memory, halve the per-device batch and double accumulation (same effective batch)."""
+    config, run_dir, resume_from = setup.config, setup.run_dir, setup.resume_from
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
     batch_size, grad_accum, backoffs = config.batch_size, config.grad_accum, []
     started = time.perf_counter()
     while True:
         set_seed(config.seed)  # LoRA's initial weights are drawn before Trainer seeds anything
-        model = load_base_model(config, source, tokenizer, dtype, device)
-        trainer = build_trainer(config, model, tokenizer, records.train, records.val, records.validation, template,
-                                records.opening, run_dir, batch_size, grad_accum, progress, callbacks, main)
+        model = load_base_model(config, setup.source, setup.tokenizer, dtype, device)
+        trainer = build_trainer(setup, model, batch_size=batch_size, grad_accum=grad_accum)
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             return Fit(trainer, output, time.perf_counter() - started, batch_size, grad_accum, backoffs)
@@ -195,14 +229,17 @@ def fit_with_memory_backoff(config: TrainConfig, source, tokenizer, records: Rec
                            "(same effective batch); restarting training", batch_size, grad_accum)
             del trainer, model
             free_memory()
-            if main:
+            if setup.main:
                 shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)  # this attempt's, made at the old batch
 
 
-def check_config(config: TrainConfig) -> None:
+def check_config(config: TrainConfig, score_texts: TextScorer | None) -> None:
     trackers.parse_report_to(config.report_to)
     if config.best_metric not in BEST_METRICS:
         raise ConfigError(f"best_metric {config.best_metric!r}: choose one of {', '.join(BEST_METRICS)}")
+    if config.best_metric == "f1" and score_texts is None:
+        raise ConfigError("best_metric f1 needs the validation split scored: call train(..., "
+                          "score_texts=hatelens.backends.hf.score_texts), as `hatelens train` does")
     if config.dtype == "float16":
         raise ConfigError("dtype float16 is not supported for training (it needs a loss scaler); "
                           "use bfloat16 or float32")
@@ -257,8 +294,9 @@ def load_base_model(config: TrainConfig, source, tokenizer, dtype, device):
     return model
 
 
-def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, validation, template, opening: list[int],
-                  run_dir: Path, batch_size: int, grad_accum: int, progress: bool, callbacks: tuple, main: bool = True):
+def build_trainer(setup: TrainingSetup, model, *, batch_size: int, grad_accum: int) -> AnswerSFTTrainer:
+    """TRL's trainer for one attempt: the recipe's knobs as SFTConfig, the LoRA adapter, the callbacks."""
+    config, run_dir = setup.config, setup.run_dir
     metric, greater_is_better = BEST_METRICS[config.best_metric]
     strategy = "steps" if config.eval_steps else "epoch"
     args = SFTConfig(
@@ -293,15 +331,15 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, val
         target_modules=config.lora.target_modules, target_parameters=config.lora.target_parameters,
         bias="none", task_type="CAUSAL_LM",
     )
-    trainer_callbacks = [TrainingProgress(show_bar=progress)]
-    if main and "tensorboard" in trackers.parse_report_to(config.report_to):  # one process writes TensorBoard
+    trainer_callbacks = [TrainingProgress(show_bar=setup.progress)]
+    if setup.main and "tensorboard" in trackers.parse_report_to(config.report_to):  # one process writes TensorBoard
         trainer_callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR))))
     if config.early_stopping_patience:
         trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = AnswerSFTTrainer(
-        model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer,
-        peft_config=lora, callbacks=trainer_callbacks + list(callbacks), validation=validation, template=template,
-        shared_opening=opening,
+        model=model, args=args, train_dataset=setup.records.train, eval_dataset=setup.records.val,
+        processing_class=setup.tokenizer, peft_config=lora, callbacks=trainer_callbacks + list(setup.callbacks),
+        validation=setup.validation, shared_opening=setup.records.opening,
     )
     trainer.remove_callback(PrinterCallback)  # TrainingProgress logs instead of printing raw dicts
     return trainer

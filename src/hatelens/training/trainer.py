@@ -3,8 +3,9 @@
 Three changes, each small:
 - the loss reads logits only where answers are, and the prompt opening every record shares runs once
   per batch (answer_loss.py: same loss and gradients, less work);
-- each evaluation also scores the validation split exactly as `hatelens evaluate` does (HFClassifier,
-  P(hate)) and reports eval_f1 / eval_roc_auc, so the best checkpoint can be chosen by F1;
+- each evaluation also scores the validation split exactly as `hatelens evaluate` does (through the
+  scoring function the caller hands in, see ValidationScoring) and reports eval_f1 / eval_roc_auc, so the
+  best checkpoint can be chosen by F1;
 - checkpoints hold safetensors and JSON only (checkpoint_state.py): nothing is ever unpickled.
 
 Under several processes (DDP) `model` is the DistributedDataParallel wrapper: attributes are read from
@@ -14,13 +15,15 @@ writes checkpoint files.
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 from trl import SFTTrainer
 
-from hatelens.backends.hf import HFClassifier
+from hatelens.backends.prompts import PromptTemplate
 from hatelens.data.labels import to_int
 from hatelens.training import answer_loss, checkpoint_state
 
@@ -29,17 +32,37 @@ logger = logging.getLogger(__name__)
 TRAINING_ARGS_PICKLE = "training_args.bin"  # what Trainer writes with torch.save; replaced by JSON
 
 
+class TextScorer(Protocol):
+    """P(hate) per text from a model in memory, rendered through `template`: `backends.hf.score_texts`."""
+
+    def __call__(self, model, tokenizer, template: PromptTemplate, texts: Sequence[str], *,
+                 batch_size: int) -> np.ndarray: ...
+
+
+# Why the scorer is handed in rather than imported: training must never import an inference backend
+# (backends/hf.py brings generation, GGUF loading and prefix caches, and would tie the layers together).
+# The CLI and the pipeline pass `backends.hf.score_texts`, the very scoring `hatelens evaluate` runs, so
+# eval_f1 is the F1 that evaluating the checkpoint would report.
+@dataclass
+class ValidationScoring:
+    """What eval_f1 needs: the validation texts and labels, the template the records were rendered with,
+    and the function that scores texts as the evaluator does."""
+
+    texts: list[str]
+    labels: list[str]
+    template: PromptTemplate
+    score_texts: TextScorer
+
+
 class AnswerSFTTrainer(SFTTrainer):
     """SFTTrainer + answer-only logits, validation scoring and pickle-free checkpoints.
 
-    validation: (texts, labels) scored at each evaluation; template: the prompt template the records
-    were rendered with (the scorer renders the same prompts).
+    validation: scored at each evaluation (None: validation loss only, no eval_f1).
     """
 
-    def __init__(self, *args, validation=None, template=None, shared_opening=None, **kwargs):
+    def __init__(self, *args, validation: ValidationScoring | None = None, shared_opening=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.validation = validation
-        self.template = template
         self.shared_opening = shared_opening or None  # token ids every record starts with (sft_data)
 
     # -- loss on the answer tokens, logits only there (answer_loss.py) --------------------------------
@@ -70,11 +93,10 @@ class AnswerSFTTrainer(SFTTrainer):
         the same figures everywhere, so they agree on the best checkpoint and on early stopping."""
         from sklearn.metrics import roc_auc_score
 
-        texts, labels = self.validation
-        classifier = HFClassifier(self.model, self.processing_class, self.template,
-                                  batch_size=self.args.per_device_eval_batch_size)
-        scores = np.array([output.score for output in classifier.classify(texts)])
-        truth = np.array([to_int(label) for label in labels], dtype=bool)
+        validation = self.validation
+        scores = np.asarray(validation.score_texts(self.model, self.processing_class, validation.template,
+                                                   validation.texts, batch_size=self.args.per_device_eval_batch_size))
+        truth = np.array([to_int(label) for label in validation.labels], dtype=bool)
         thresholds = np.arange(1, 100) / 100
         f1s = f1_at_thresholds(truth, scores, thresholds)
         best = int(np.argmax(f1s))

@@ -1,0 +1,185 @@
+"""Helpers the tests share, in one place: tiny random models, small datasets, a lexicon classifier and
+real run folders, a real HTTP server, and an assertion. The pytest fixtures built from them
+(tiny_llama_dir, tiny_gpt_oss_dir, cache_dir) are in conftest.py.
+
+- Tiny models: built from configs, saved as real model folders (safetensors + tokenizer). Their answers
+  are meaningless; they exercise every code path a real model takes, in milliseconds.
+- Run folders for the compare / calibrate / report / suite tests are written by `evaluate()` with two
+  classifiers: the tiny random Llama (through the hf backend: a weak "baseline"), and a lexicon
+  classifier, a complete if simple Classifier that scores a text by its words (a strong "fine-tuned"
+  model whose errors we can place on purpose).
+"""
+
+import json
+import math
+import re
+import socket
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+import uvicorn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GptOssConfig,
+    GptOssForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+from hatelens.backends import prompts
+from hatelens.backends.base import Output
+from hatelens.backends.hf import HFClassifier
+from hatelens.config import EvalConfig, ModelConfig
+from hatelens.errors import DataError
+from hatelens.evaluation.evaluate import evaluate
+
+ASSETS = Path(__file__).parent / "assets"
+GROUPS = ("lgbtq", "mexican", "middle_east")
+
+
+# -- tiny models -----------------------------------------------------------------------------------------
+def tiny_llama(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer Llama with the ChatML tiny tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tiny_chatml")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=None, tie_word_embeddings=False)
+    return _save(LlamaForCausalLM(config), tokenizer, folder)
+
+
+def tiny_gpt_oss(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer GPT-OSS (4 experts, 2 active, sliding + full attention, sinks), harmony tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tiny_harmony")
+    torch.manual_seed(seed)
+    config = GptOssConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=4,
+                          num_experts_per_tok=2, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+                          max_position_embeddings=131072, pad_token_id=tokenizer.pad_token_id,
+                          rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0,
+                                           "beta_fast": 32.0, "beta_slow": 1.0, "truncation": False,
+                                           "original_max_position_embeddings": 4096},
+                          eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    return _save(GptOssForCausalLM(config), tokenizer, folder)
+
+
+def _save(model, tokenizer, folder: Path) -> Path:
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_llama_classifier(folder: Path) -> HFClassifier:
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return HFClassifier(model, tokenizer, prompts.load_template("baseline"), batch_size=8, model_version="tiny-llama")
+
+
+# -- small datasets --------------------------------------------------------------------------------------
+def write_file(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def write_dataset(path: Path, n: int = 60, *, start: int = 0) -> Path:
+    """n rows cycling through the groups. Hate rows say "awful" 1-3 times, normal rows "lovely";
+    every fifth normal row (and every seventh hate row) carries the other class's word too."""
+    rows = []
+    for index in range(start, start + n):
+        hate = index % 2 == 1
+        strength = 1 + index % 3
+        words = ["awful" if hate else "lovely"] * strength
+        if (not hate and index % 5 == 0) or (hate and index % 7 == 0):
+            words += ["lovely" if hate else "awful"] * (strength + 1)
+        rows.append({"id": f"row{index}", "text": f"post {index} " + " ".join(words),
+                     "label": "hate" if hate else "normal", "group": GROUPS[index % 3]})
+    return write_jsonl(path, rows)
+
+
+def separable_rows(count: int) -> list[dict]:
+    """Two kinds of post a tiny model can tell apart from their words alone (training tests)."""
+    rows = []
+    for index in range(count):
+        hate = index % 2 == 0
+        text = f"vermin vermin out {index}" if hate else f"lovely tacos today {index}"
+        rows.append({"id": f"row{index}", "text": text, "label": "hate" if hate else "normal",
+                     "group": GROUPS[index % 3]})
+    return rows
+
+
+# -- a lexicon classifier and run folders -----------------------------------------------------------------
+class LexiconClassifier:
+    """P(hate) = sigmoid((awful - lovely) * steepness - 0.05), nudged by a hash of the text so that no
+    two scores tie; a text with neither word is normal. mode="generate" answers with a label word
+    and no score."""
+
+    def __init__(self, *, mode: str = "score", steepness: float = 1.0):
+        self.mode = mode
+        self.steepness = steepness
+        self.model_version = f"lexicon-{mode}-{steepness}"
+
+    def classify(self, texts, groups=None):
+        outputs = []
+        for text in texts:
+            words = text.split()
+            nudge = zlib.crc32(text.encode()) / 2**32 * 1e-3
+            margin = (words.count("awful") - words.count("lovely")) * self.steepness - 0.05 + nudge
+            score = 1 / (1 + math.exp(-margin))
+            answer = "hate" if score >= 0.5 else "normal"
+            outputs.append(Output(score=score) if self.mode == "score" else Output(answer=answer, raw=answer))
+        return outputs
+
+
+def make_run(data: Path, output_dir: Path, classifier, **fields) -> Path:
+    """Evaluate `classifier` on `data` into a run folder under output_dir; return the folder."""
+    config = EvalConfig(data=str(data), output_dir=str(output_dir), n_bootstrap=50,
+                        model=ModelConfig(model="tiny", batch_size=8), **fields)
+    return evaluate(config, classifier=classifier, progress=False).run_dir
+
+
+# -- a real HTTP server -----------------------------------------------------------------------------------
+@contextmanager
+def serving(app, *, startup_timeout_s: float = 20.0):
+    """Run an ASGI `app` under uvicorn on 127.0.0.1:<free port>, in a thread; yields the base URL and
+    stops the server on exit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+# -- assertions -------------------------------------------------------------------------------------------
+def raises_data_error(message: str):
+    """pytest.raises(DataError) whose message starts with `message` (matched literally)."""
+    return pytest.raises(DataError, match="^" + re.escape(message))
