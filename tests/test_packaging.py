@@ -9,7 +9,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from test_evaluate import write_dataset
+from fixtures import write_dataset
 
 from hatelens import extras, resources, runs
 from hatelens.backends.prompts import load_template

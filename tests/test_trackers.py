@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from fixtures import write_dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_evaluate import write_dataset
 
 from hatelens import trackers
 from hatelens.cli import main
