@@ -173,10 +173,10 @@ def test_unknown_suffix_and_unknown_format(tmp_path):
 # ---- formats --------------------------------------------------------------------------------------
 
 SPELLINGS = [
-    ("hate", "hate"), ("hateful", "hate"), ("1", "hate"), (1, "hate"), (True, "hate"), ("hate_speech", "hate"),
+    ("hate", "hate"), ("hateful", "hate"), ("1", "hate"), (1, "hate"), ("hate_speech", "hate"),
     ("hatespeech", "hate"), ("HATEFUL", "hate"), (" Hate ", "hate"),
     ("normal", "normal"), ("not_hate", "normal"), ("not hate", "normal"), ("non-hateful", "normal"),
-    ("non_hateful", "normal"), ("not_hateful", "normal"), ("0", "normal"), (0, "normal"), (False, "normal"),
+    ("non_hateful", "normal"), ("not_hateful", "normal"), ("0", "normal"), (0, "normal"),
     ("Normal", "normal"),
 ]  # fmt: skip
 
@@ -185,6 +185,13 @@ SPELLINGS = [
 def test_label_spellings(tmp_path, spelling, label):
     path = write(tmp_path, "labels.jsonl", jsonl({"text": "a", "label": spelling}))
     assert load_examples(path).examples[0].label == label
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_boolean_labels_are_errors_not_classes(tmp_path, value):
+    path = write(tmp_path, "labels.jsonl", jsonl({"text": "a", "label": value}))
+    with raises(f"{path}:1: label {json.dumps(value)} is a boolean, not a class; write \"hate\" or \"normal\""):
+        load_examples(path)
 
 
 def test_unified_json(tmp_path):

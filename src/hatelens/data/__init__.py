@@ -18,8 +18,10 @@ from hatelens.data.examples import (
     write_text_atomically,
 )
 from hatelens.data.splits import split_examples, split_stats, stratified_sample
+from hatelens.data.texts import validate_text
 
 __all__ = [
     "UNKNOWN_GROUP", "Example", "LoadResult", "examples_hash", "file_sha256", "load_examples", "normalize_group",
-    "normalize_text", "split_examples", "split_stats", "stratified_sample", "write_jsonl", "write_text_atomically",
+    "normalize_text", "split_examples", "split_stats", "stratified_sample", "validate_text", "write_jsonl",
+    "write_text_atomically",
 ]

@@ -28,8 +28,8 @@ from typing import Iterator
 
 from hatelens.data import Example, split_examples, write_text_atomically
 from hatelens.data.formats import either, parse_json, read_utf8
-from hatelens.errors import DataError
 from hatelens.data.labels import HATE, NORMAL
+from hatelens.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ from itertools import combinations
 from typing import Sequence
 
 from hatelens.data.examples import Example, normalize_text
-from hatelens.errors import ConfigError, DataError
+from hatelens.errors import ConfigError
+
 
 def stratified_sample(examples: Sequence[Example], n: int, *, seed: int) -> list[Example]:
     """A seeded sample of n examples, stratified by label x group, in the original order."""
