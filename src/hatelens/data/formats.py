@@ -120,7 +120,7 @@ def read_records(path: Path, file_format: str, columns: Columns) -> Iterator[Rec
         return _json_records(path, text)
     if file_format == "jsonl":
         return _jsonl_records(path, text)
-    return _csv_records(path, text, columns)
+    return csv_records(path, text, columns)
 
 
 def parse_json(path: Path, text: str) -> object:
@@ -159,11 +159,12 @@ def _as_object(record: object, where: str) -> dict:
     return record
 
 
-def _csv_records(path: Path, text: str, columns: Columns) -> Iterator[Record]:
+def csv_records(path: Path, text: str, columns: Columns | None) -> Iterator[Record]:
+    """The rows of a CSV text as Records; the header is checked against `columns` unless None."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     with _csv_errors(path, reader):
         header = reader.fieldnames or []  # an empty file has none
-    if header:
+    if header and columns is not None:
         _check_header(path, header, columns)
     while True:
         with _csv_errors(path, reader):
