@@ -47,7 +47,7 @@ from hatelens.config import TrainConfig, to_dict
 from hatelens.errors import ConfigError, ModelError
 from hatelens.process_team import broadcast, process_team
 from hatelens.training import records as sft_data
-from hatelens.training.callbacks import TrainingProgress
+from hatelens.training.callbacks import LossGuard, TrainingProgress
 from hatelens.training.summary import BEST_METRICS, build_summary
 from hatelens.training.trainer import AnswerSFTTrainer, last_checkpoint
 
@@ -274,6 +274,7 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, val
         load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps, logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, so LossGuard can stop the run
         seed=config.seed, data_seed=config.seed,
         bf16=model.dtype == torch.bfloat16, use_cpu=pick_device(config.device) == "cpu",
         activation_checkpointing=config.gradient_checkpointing,  # (transformers' new name for it)
@@ -287,7 +288,7 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, val
         target_modules=config.lora.target_modules, target_parameters=config.lora.target_parameters,
         bias="none", task_type="CAUSAL_LM",
     )
-    trainer_callbacks = [TrainingProgress(show_bar=progress)]
+    trainer_callbacks = [TrainingProgress(show_bar=progress), LossGuard(learning_rate=config.learning_rate)]
     if main:  # the writer makes its events file at once: one process writes TensorBoard
         trainer_callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR))))
     if config.early_stopping_patience:
