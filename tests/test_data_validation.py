@@ -167,3 +167,31 @@ def test_any_json_lines(tmp_path, records, ascii):
 @given(records=st.lists(RECORDS, max_size=4))
 def test_any_json_array(tmp_path, records):
     load_or_data_error(write(tmp_path / "fuzz.json", json.dumps(records).encode("utf-8")))
+
+
+# ---- writing splits, reading same-named files ------------------------------------------------------
+
+
+def test_split_files_are_written_together_or_not_at_all(tmp_path):
+    from hatelens.data import Example, write_jsonl_files
+
+    good = [Example(id="a", text="fine", label="hate", group="lgbtq")]
+    bad = [Example(id="b", text="half \ud800", label="normal", group="lgbtq")]  # cannot be written as UTF-8
+    with pytest.raises(UnicodeEncodeError):
+        write_jsonl_files({tmp_path / "train.jsonl": good, tmp_path / "validation.jsonl": bad})
+    assert list(tmp_path.iterdir()) == []
+    write_jsonl_files({tmp_path / "train.jsonl": good, tmp_path / "validation.jsonl": good})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["train.jsonl", "validation.jsonl"]
+
+
+def test_data_stats_keeps_two_files_with_the_same_name(tmp_path, capsys):
+    from hatelens.cli import main
+
+    first, second = tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl"
+    for path, label in ((first, "hate"), (second, "normal")):
+        path.parent.mkdir()
+        write(path, json.dumps({"text": f"a {label} post", "label": label}) + "\n")
+    assert main(["data", "stats", "--json", str(first), str(second)]) == 0
+    splits = json.loads(capsys.readouterr().out)["stats"]["splits"]
+    assert {name: counts["by_label"] for name, counts in splits.items()} == {str(first): {"hate": 1},
+                                                                            str(second): {"normal": 1}}

@@ -38,7 +38,7 @@ from hatelens.data.formats import (
 )
 from hatelens.data.labels import _SPELLINGS, HATE, NORMAL, normalize_label
 from hatelens.data.texts import character_problem
-from hatelens.errors import DataError
+from hatelens.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -286,24 +286,50 @@ def _short_place(place: str, path: Path) -> str:
 
 def write_jsonl(examples: Sequence[Example], path: str | Path) -> None:
     """Write {"id", "text", "label", "group", "source"} per line; the file appears whole or not at all."""
+    write_jsonl_files({Path(path): examples})
+
+
+def write_jsonl_files(files: dict[Path, Sequence[Example]]) -> None:
+    """Write several JSONL files together: every file is encoded and written beside its target before any
+    target is replaced, so a bad example or a full disk leaves none of them half-made."""
+    encoded = {Path(path): _jsonl_bytes(examples) for path, examples in files.items()}
+    temporary = {}
+    try:
+        for path, data in encoded.items():
+            temporary[path] = _write_beside(path, data)
+        for path, temp in temporary.items():
+            os.replace(temp, path)
+    except OSError as error:
+        for temp in temporary.values():
+            Path(temp).unlink(missing_ok=True)
+        raise ConfigError(f"{error.filename or path}: cannot write ({error.strerror}); "
+                          "pass an output folder you can write to") from None
+
+
+def _jsonl_bytes(examples: Sequence[Example]) -> bytes:
     lines = []
     for example in examples:
         record = {"id": example.id, "text": example.text, "label": example.label, "group": example.group}
         record["source"] = example.source
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    write_text_atomically(Path(path), "".join(lines))
+    return "".join(lines).encode("utf-8")  # a lone surrogate fails here, before any file is touched
+
+
+def _write_beside(path: Path, data: bytes) -> str:
+    """Write `data` to a new temporary file in `path`'s folder; return its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+        file.write(data)
+    return file.name
 
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write UTF-8 text to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}."
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=prefix, delete=False) as file:
-        file.write(text)
+    temp = _write_beside(path, text.encode("utf-8"))
     try:
-        os.replace(file.name, path)
+        os.replace(temp, path)
     except OSError:
-        os.unlink(file.name)
+        os.unlink(temp)
         raise
 
 
