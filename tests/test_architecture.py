@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Layers, lowest first: a module may import its own layer and the ones below it.
 LAYERS = ("data", "backends", "evaluation", "training", "serving", "pipeline", "cli")
 # Base modules: any layer may import them; they import only each other (and the exceptions below).
-BASE = ("hatelens", "config", "runs", "errors", "process_team", "report", "resources", "extras", "trackers")
+BASE = ("hatelens", "config", "runs", "errors", "process_team", "report", "resources", "extras", "trackers", "files")
 # The base modules' imports of a layer, each for a reason (ARCHITECTURE.md lists them too).
 EXCEPTIONS = {
     ("hatelens.runs", "hatelens.data.labels"): "reading predictions.jsonl back encodes labels as data/ defines them",

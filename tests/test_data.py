@@ -12,7 +12,6 @@ from fixtures import raises_data_error, write_file
 from hatelens.data import (
     Example,
     examples_hash,
-    file_sha256,
     load_examples,
     normalize_group,
     split_examples,
@@ -21,6 +20,7 @@ from hatelens.data import (
     write_jsonl,
 )
 from hatelens.errors import ConfigError
+from hatelens.files import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIFIED_DIRS = (ROOT / "data" / "unified", ROOT.parent / "shared" / "data" / "unified")
@@ -159,10 +159,10 @@ def test_unknown_suffix_and_unknown_format(tmp_path):
 # ---- formats --------------------------------------------------------------------------------------
 
 SPELLINGS = [
-    ("hate", "hate"), ("hateful", "hate"), ("1", "hate"), (1, "hate"), (True, "hate"), ("hate_speech", "hate"),
+    ("hate", "hate"), ("hateful", "hate"), ("1", "hate"), (1, "hate"), ("hate_speech", "hate"),
     ("hatespeech", "hate"), ("HATEFUL", "hate"), (" Hate ", "hate"),
     ("normal", "normal"), ("not_hate", "normal"), ("not hate", "normal"), ("non-hateful", "normal"),
-    ("non_hateful", "normal"), ("not_hateful", "normal"), ("0", "normal"), (0, "normal"), (False, "normal"),
+    ("non_hateful", "normal"), ("not_hateful", "normal"), ("0", "normal"), (0, "normal"),
     ("Normal", "normal"),
 ]  # fmt: skip
 
@@ -171,6 +171,13 @@ SPELLINGS = [
 def test_label_spellings(tmp_path, spelling, label):
     path = write_file(tmp_path, "labels.jsonl", jsonl({"text": "a", "label": spelling}))
     assert load_examples(path).examples[0].label == label
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_boolean_labels_are_errors_not_classes(tmp_path, value):
+    path = write_file(tmp_path, "labels.jsonl", jsonl({"text": "a", "label": value}))
+    with raises_data_error(f"{path}:1: label {json.dumps(value)} is a boolean, not a class; write \"hate\" or \"normal\""):
+        load_examples(path)
 
 
 def test_unified_json(tmp_path):

@@ -2,14 +2,24 @@
 
 import json
 import math
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from hatelens.cli import main
 from hatelens.config import MonitorConfig
-from hatelens.errors import ConfigError
-from hatelens.serving.monitor import ALL, monitor, parse_duration, parse_since, psi, render_html, render_markdown
+from hatelens.errors import ConfigError, DataError
+from hatelens.serving.monitor import (
+    ALL,
+    monitor,
+    parse_duration,
+    parse_since,
+    psi,
+    reference_scores,
+    render_html,
+    render_markdown,
+)
 from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 
 DAY1 = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -124,3 +134,37 @@ def test_the_command_exits_1_on_an_alert_and_0_without(log_and_reference, tmp_pa
     assert "3 window(s), 0 alert(s)" in capsys.readouterr().out
     assert main(["monitor", "--db", str(tmp_path / "none.sqlite")]) == 2
     assert main(["monitor", "--db", str(db), "--window", "1 day"]) == 2
+
+
+@pytest.mark.parametrize(("window", "since", "message"), [
+    ("9999999999d", None, "window/duration '9999999999d' is longer than 100 years"),
+    ("1d", "999999999w", "window/duration '999999999w' is longer than 100 years"),
+    ("1d", "36000d", "since '36000d' reaches back before the year 1"),
+    ("1d", "31/01/2025", "since '31/01/2025' is neither a duration (7d) nor an ISO date"),
+    ("1d", "0001-01-01T00:00+05:00", "since '0001-01-01T00:00+05:00' is out of range in UTC"),
+])  # fmt: skip
+def test_absurd_windows_and_dates_are_config_errors(log_and_reference, window, since, message):
+    db, _, _ = log_and_reference
+    now = datetime(60, 1, 1, tzinfo=timezone.utc) if since == "36000d" else None
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        monitor(MonitorConfig(db=str(db), window=window, since=since), now=now)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"group": "lgbtq", "score": "0.4"}', ':2: score "0.4" is not a number between 0 and 1'),
+    ('{"group": "lgbtq", "score": NaN}', ":2: score NaN is not a number between 0 and 1"),
+    ('[0.4]', ":2: expected a prediction object, found [0.4]"),
+    ('{"score": 0.4', ":2: not valid JSON"),
+])  # fmt: skip
+def test_reference_rows_that_are_not_predictions(tmp_path, line, message):
+    file = tmp_path / "predictions.jsonl"
+    file.write_text('{"group": "lgbtq", "score": 0.5}\n' + line + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{file}{message}")):
+        reference_scores(str(file))
+
+
+def test_reference_with_unicode_line_breaks_in_its_texts(tmp_path):
+    file = tmp_path / "predictions.jsonl"
+    rows = [{"text": f"a{separator}b", "group": "lgbtq", "score": 0.25} for separator in "\u2028\u2029\u0085"]
+    file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    assert reference_scores(str(file)) == [("lgbtq", 0.25)] * 3

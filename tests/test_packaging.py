@@ -15,8 +15,8 @@ from hatelens import extras, resources, runs
 from hatelens.backends.prompts import load_template
 from hatelens.cli import main
 from hatelens.config import EvalConfig, RunConfig, TrainConfig, load_config
-from hatelens.data.examples import write_text_atomically
 from hatelens.errors import ConfigError
+from hatelens.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_atomic_writes_respect_the_umask(tmp_path, mask):
     previous = os.umask(mask)
     try:
         runs.write_json(tmp_path / "metrics.json", {"f1": 1})
-        write_text_atomically(tmp_path / "rows.jsonl", "{}\n")
+        write_atomic(tmp_path / "rows.jsonl", "{}\n")
     finally:
         os.umask(previous)
     for name in ("metrics.json", "rows.jsonl"):

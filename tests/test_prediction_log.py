@@ -66,3 +66,63 @@ def test_a_file_that_is_not_a_log_is_a_clear_error(tmp_path):
         PredictionLog(junk)
     with pytest.raises(ConfigError, match="prediction log .*missing.sqlite not found; `hatelens serve --db"):
         PredictionLog(tmp_path / "missing.sqlite", create=False)
+
+
+def foreign_database(path):
+    """Another application's SQLite file, in rollback-journal mode."""
+    other = sqlite3.connect(path)
+    other.executescript("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);"
+                        "INSERT INTO customers (name) VALUES ('ada'); PRAGMA user_version = 7;")
+    other.close()
+    return path
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_another_application_s_database_is_refused_and_left_untouched(tmp_path, create):
+    path = foreign_database(tmp_path / "app.sqlite")
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match=r"app.sqlite is not a hatelens prediction log \(user_version 7\); "
+                                          "hatelens leaves it untouched"):
+        PredictionLog(path, create=create)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]  # no -wal / -shm either
+
+
+def test_a_database_without_the_log_tables_is_refused(tmp_path):
+    path = tmp_path / "half.sqlite"
+    sqlite3.connect(path).executescript("CREATE TABLE predictions (id TEXT);")
+    with pytest.raises(ConfigError, match=r"half.sqlite is not a hatelens prediction log \(no predictions.request_id"):
+        PredictionLog(path, create=False)
+
+
+def test_the_monitor_refuses_an_empty_file_and_leaves_it_empty(tmp_path):
+    path = tmp_path / "empty.sqlite"
+    path.touch()
+    with pytest.raises(ConfigError, match=r"empty.sqlite is empty \(0 bytes\), not a log"):
+        PredictionLog(path, create=False)
+    assert path.stat().st_size == 0
+
+
+def test_reading_never_writes(tmp_path):
+    path = tmp_path / "p.sqlite"
+    PredictionLog(path).append([prediction(1)])
+    log = PredictionLog(path, create=False)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        with log._connect() as connection:
+            connection.execute("CREATE TABLE intruder (x)")
+    assert [row.id for row in log.read()] == ["req1-0"]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("created_utc", "31/01/2025 12:00", "has created_utc '31/01/2025 12:00', not ISO 8601 UTC"),
+    ("score", "high", "has score 'high', not a number"),
+    ("label", "HATE", "has label 'HATE', not hate or normal"),
+])  # fmt: skip
+def test_rows_the_server_never_writes_are_clear_errors(tmp_path, column, value, message):
+    path = tmp_path / "p.sqlite"
+    PredictionLog(path).append([prediction(1)])
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"UPDATE predictions SET {column} = ?", (value,))
+    with pytest.raises(DataError, match=f"p.sqlite: prediction 'req1-0' {message}"):
+        PredictionLog(path, create=False).read()

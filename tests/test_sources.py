@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from fixtures import raises_data_error, write_file
 
 from hatelens.data import Example, load_examples
@@ -117,3 +118,31 @@ def test_build_unified_errors(tmp_path):
         build_unified(no_annotators, toxigen, tmp_path / "out", seed=0)
     with raises_data_error(f"{tmp_path / 'missing.json'}: file not found"):
         build_unified(tmp_path / "missing.json", toxigen, tmp_path / "out", seed=0)
+
+
+GOOD_ANNOTATOR = {"label": "hatespeech", "target": ["Homosexual"]}
+
+
+@pytest.mark.parametrize(("post", "message"), [
+    ([1, 2], "a post must be an object, found [1, 2]"),
+    ({"post_tokens": ["hi"], "annotators": []}, "'annotators' must be a non-empty list of objects, found []"),
+    ({"post_tokens": ["hi"], "annotators": "three"}, "'annotators' must be a non-empty list of objects"),
+    ({"post_tokens": [], "annotators": [GOOD_ANNOTATOR]}, "'post_tokens' must be a non-empty list of strings"),
+    ({"post_tokens": "hi there", "annotators": [GOOD_ANNOTATOR]}, "'post_tokens' must be a non-empty list"),
+    ({"post_tokens": ["hi", 3], "annotators": [GOOD_ANNOTATOR]}, "'post_tokens' must be a non-empty list"),
+    ({"post_tokens": ["hi"], "annotators": [{"label": "normal"}]}, "missing field 'target' (fields present: label)"),
+    ({"post_tokens": ["hi"], "annotators": [{"label": ["hatespeech"], "target": []}]},
+     "annotator 1 needs a string 'label' and a list of strings 'target'"),
+    ({"post_tokens": ["hi"], "annotators": [{"label": "normal", "target": "Arab"}]},
+     "annotator 1 needs a string 'label' and a list of strings 'target'"),
+    ({"post_tokens": ["hi"], "annotators": [GOOD_ANNOTATOR], "rationales": [[2]]},
+     "'rationales' must be a list of 0/1 lists, found [[2]]"),
+    ({"post_tokens": ["hi\x07"], "annotators": [GOOD_ANNOTATOR]},
+     "the post's text holds a control character U+0007 at character 3"),
+])  # fmt: skip
+def test_malformed_hatexplain_posts_name_the_post(tmp_path, post, message):
+    _, toxigen = write_sources(tmp_path)
+    posts = write_file(tmp_path, "posts.json", json.dumps({"7_gab": post}))
+    with raises_data_error(f"{posts}['7_gab']: {message}"):
+        build_unified(posts, toxigen, tmp_path / "out", seed=0)
+    assert not (tmp_path / "out").exists()

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hatelens.data.examples import write_text_atomically
 from hatelens.data.labels import encode_predictions
 from hatelens.errors import DataError
+from hatelens.files import write_atomic
 
 PACKAGES = ("hatelens", "torch", "transformers", "peft", "trl", "accelerate", "scikit-learn", "fairlearn",
             "numpy", "gguf")
@@ -28,12 +28,6 @@ PACKAGES = ("hatelens", "torch", "transformers", "peft", "trl", "accelerate", "s
 
 def utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old or the new file, with the
-    umask's usual mode."""
-    write_text_atomically(Path(path), text)
 
 
 def write_json(path: Path, value) -> None:

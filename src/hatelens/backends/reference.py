@@ -21,6 +21,7 @@ from hatelens.backends.base import Output
 from hatelens.backends.models import pick_device
 from hatelens.data.labels import to_int
 from hatelens.errors import ModelError
+from hatelens.files import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -114,5 +115,5 @@ def create(config) -> ReferenceClassifier:
                          "(e.g. data/train.jsonl from `hatelens data split`)")
     examples = data.load_examples(train_path, skip_empty_texts=True).examples
     device = pick_device(config.device)
-    version = f"reference:{ENCODER_NAME}+logistic-regression:train-{data.file_sha256(train_path)[:12]}"
+    version = f"reference:{ENCODER_NAME}+logistic-regression:train-{file_sha256(train_path)[:12]}"
     return ReferenceClassifier(SentenceEncoder(encoder_folder(), device=device), examples, model_version=version)

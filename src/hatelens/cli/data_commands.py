@@ -43,8 +43,7 @@ def run_split(args: argparse.Namespace) -> int:
     train, validation = data.split_examples(examples, validation_fraction=args.validation_rows / len(examples),
                                             seed=args.seed)
     output = Path(args.output_dir)
-    data.write_jsonl(train, output / "train.jsonl")
-    data.write_jsonl(validation, output / "validation.jsonl")
+    data.write_jsonl_files({output / "train.jsonl": train, output / "validation.jsonl": validation})
     for warning in loaded.warnings:
         print(f"warning: {warning}")
     print(f"{len(train)} training rows  -> {output / 'train.jsonl'}")
@@ -57,11 +56,15 @@ def run_stats(args: argparse.Namespace) -> int:
 
     files = args.files or [f"data/unified/unified_{name}.json" for name in ("train", "val", "test")]
     splits, warnings = {}, {}
-    for file in files:
+    stems = [Path(file).stem for file in files]
+    for file, stem in zip(files, stems):
         # stats describe files as they are: empty texts are reported, not fatal
         loaded = data.load_examples(file, skip_empty_texts=True)
-        splits[Path(file).stem] = loaded.examples
-        warnings[Path(file).stem] = loaded.warnings
+        name = stem if stems.count(stem) == 1 else str(file)  # two files named alike: keep both, by path
+        if name in splits:
+            raise DataError(f"{file}: given twice; name each file once")
+        splits[name] = loaded.examples
+        warnings[name] = loaded.warnings
     stats = data.split_stats(splits)
     if args.json:
         print(json.dumps({"stats": stats, "warnings": warnings}, indent=2))

@@ -10,16 +10,17 @@ from hatelens.data.examples import (
     Example,
     LoadResult,
     examples_hash,
-    file_sha256,
     load_examples,
     normalize_group,
     normalize_text,
     write_jsonl,
-    write_text_atomically,
+    write_jsonl_files,
 )
 from hatelens.data.splits import split_examples, split_stats, stratified_sample
+from hatelens.data.texts import validate_text
 
 __all__ = [
-    "UNKNOWN_GROUP", "Example", "LoadResult", "examples_hash", "file_sha256", "load_examples", "normalize_group",
-    "normalize_text", "split_examples", "split_stats", "stratified_sample", "write_jsonl", "write_text_atomically",
+    "UNKNOWN_GROUP", "Example", "LoadResult", "examples_hash", "load_examples", "normalize_group",
+    "normalize_text", "split_examples", "split_stats", "stratified_sample", "validate_text", "write_jsonl",
+    "write_jsonl_files",
 ]

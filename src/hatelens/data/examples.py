@@ -18,21 +18,32 @@ and the fix. Duplicate texts and texts carrying both labels come back as warning
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from hatelens.data.formats import Columns, Record, columns_for, either, format_of, preview, read_records
+from hatelens.data.formats import (
+    Columns,
+    Record,
+    columns_for,
+    either,
+    format_of,
+    names_of,
+    preview,
+    preview_repr,
+    read_records,
+)
 from hatelens.data.labels import _SPELLINGS, HATE, NORMAL, normalize_label
-from hatelens.errors import DataError
+from hatelens.data.texts import character_problem
+from hatelens.errors import ConfigError, DataError
+from hatelens.files import replace_together
 
 logger = logging.getLogger(__name__)
 
 UNKNOWN_GROUP = "unknown"
 SOURCE_FIELDS = ("source", "source_dataset")
+ID_FIELDS = ("id", "case_id")
 
 # Other spellings of the same group. Different groups (latino, arab, muslim, ...) keep their names.
 GROUP_SPELLINGS = {
@@ -95,7 +106,7 @@ def load_examples(
             skipped.append(record.where)
         else:
             raise DataError(
-                f"{record.where}: empty text {example.text!r}; fill it in, remove the record"
+                f"{record.where}: empty text {preview_repr(example.text)}; fill it in, remove the record"
                 " or pass --skip-empty-texts"
             )
     if not examples:
@@ -121,6 +132,8 @@ def _example(record: Record, columns: Columns, stem: str, file_format: str) -> E
     else:
         group = _first_value(values, columns.group)
     source = _first_value(values, SOURCE_FIELDS)
+    for role, value in (("group", group), ("source", source), ("id", _first_value(values, ID_FIELDS))):
+        _check_characters(value, role, record.where)
     if file_format == "hatecheck":
         source = source or "hatecheck"
     return Example(
@@ -138,7 +151,7 @@ def _field(values: dict, names: tuple[str, ...], role: str, where: str) -> str:
         if name in values:
             return name
     raise DataError(
-        f"{where}: missing field {either(names)} (fields present: {', '.join(map(str, values))});"
+        f"{where}: missing field {either(names)} (fields present: {names_of(values)});"
         f" rename the field or pass --{role}-column NAME"
     )
 
@@ -154,14 +167,23 @@ def _first_value(values: dict, names: tuple[str, ...]) -> str | None:
 def _text(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where}: text must be a string, found {preview(value)}; quote it")
+    _check_characters(value, "text", where)
     return value
 
 
+def _check_characters(value: object, role: str, where: str) -> None:
+    problem = character_problem(value) if isinstance(value, str) else None
+    if problem is not None:
+        raise DataError(f"{where}: {role} holds {problem}; remove or replace it (a broken export? re-save as UTF-8)")
+
+
 def _label(value: object, where: str) -> str:
+    if isinstance(value, bool):
+        raise DataError(f"{where}: label {preview(value)} is a boolean, not a class; write \"hate\" or \"normal\"")
     label = normalize_label(value)
     if label is None:
         accepted = ", ".join(sorted(set().union(*_SPELLINGS.values())))
-        raise DataError(f"{where}: unknown label {value!r}; use one of the accepted spellings: {accepted}")
+        raise DataError(f"{where}: unknown label {preview_repr(value)}; use one of the accepted spellings: {accepted}")
     return label
 
 
@@ -184,20 +206,20 @@ def _answer_label(answer: str, where: str) -> object:
         return answer
     try:
         parsed = json.loads(answer)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # bad syntax, absurd nesting, an over-long integer
         raise DataError(
-            f"{where}: assistant answer {answer!r} is not valid JSON; write a label word or valid JSON"
+            f"{where}: assistant answer {preview_repr(answer)} is not valid JSON; write a label word or valid JSON"
         ) from None
     if not isinstance(parsed, dict) or "classification" not in parsed:
         raise DataError(
-            f"{where}: assistant answer {answer!r} has no 'classification' field;"
+            f"{where}: assistant answer {preview_repr(answer)} has no 'classification' field;"
             ' write {"classification": "hate"} or a bare label word'
         )
     return parsed["classification"]
 
 
 def _record_id(values: dict, fallback: str) -> str:
-    own_id = _first_value(values, ("id", "case_id"))
+    own_id = _first_value(values, ID_FIELDS)
     if own_id is not None:
         return own_id
     source, original_id = _first_value(values, ("source_dataset",)), _first_value(values, ("original_id",))
@@ -263,47 +285,27 @@ def _short_place(place: str, path: Path) -> str:
 
 def write_jsonl(examples: Sequence[Example], path: str | Path) -> None:
     """Write {"id", "text", "label", "group", "source"} per line; the file appears whole or not at all."""
+    write_jsonl_files({Path(path): examples})
+
+
+def write_jsonl_files(files: dict[Path, Sequence[Example]]) -> None:
+    """Write several JSONL files together: every file is encoded first (a lone surrogate fails here) and
+    none is replaced until all are written, so a bad example or a full disk leaves none half-made."""
+    encoded = {Path(path): _jsonl_bytes(examples) for path, examples in files.items()}
+    try:
+        replace_together(encoded)
+    except OSError as error:
+        raise ConfigError(f"{error.filename}: cannot write ({error.strerror}); "
+                          "pass an output folder you can write to") from None
+
+
+def _jsonl_bytes(examples: Sequence[Example]) -> bytes:
     lines = []
     for example in examples:
         record = {"id": example.id, "text": example.text, "label": example.label, "group": example.group}
         record["source"] = example.source
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    write_text_atomically(Path(path), "".join(lines))
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write UTF-8 text to a temporary file beside `path`, then rename it over `path`: readers see the
-    old file or the new one. The file gets the mode any new file would (0666 less the umask), not the
-    temporary file's 0600, so other users, web servers and containers can read reports."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}."
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=prefix, delete=False) as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    try:
-        os.chmod(file.name, 0o666 & ~current_umask())
-        os.replace(file.name, path)
-    except OSError:
-        os.unlink(file.name)
-        raise
-
-
-def current_umask() -> int:
-    """The process umask (reading it means setting it: set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return "".join(lines).encode("utf-8")
 
 
 def examples_hash(examples: Sequence[Example]) -> str:

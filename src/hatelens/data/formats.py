@@ -6,6 +6,7 @@ Only syntax is checked here (UTF-8, JSON, CSV header); `hatelens.data` turns rec
 import csv
 import io
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -64,10 +65,8 @@ def columns_for(file_format: str, text: str | None, label: str | None, group: st
 
 
 def read_utf8(path: Path) -> str:
-    """The text of a UTF-8 file (a leading BOM dropped); DataError if missing or not UTF-8."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check the path")
-    data = path.read_bytes()
+    """The text of a UTF-8 file (a leading BOM dropped); DataError if missing, unreadable or not UTF-8."""
+    data = read_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -79,6 +78,41 @@ def read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a file; DataError when it is missing, a folder or unreadable."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass the data file inside it")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the file ({error.strerror}); check its permissions") from None
+
+
+def iter_jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each non-blank line of a JSONL text.
+
+    Splits on "\n" only: str.splitlines() would also cut at a U+2028, U+2029 or U+0085 inside a
+    JSON string, and JSON writes those characters unescaped.
+    """
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line.strip():
+            yield number, line
+
+
+def loads_line(line: str, where: str) -> object:
+    """json.loads of one JSONL line; DataError naming `where` on bad syntax or absurd nesting."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read; flatten the record") from None
+    except ValueError as error:  # JSONDecodeError, or an integer longer than Python converts
+        detail = f"{error.msg}, column {error.colno}" if isinstance(error, json.JSONDecodeError) else str(error)
+        raise DataError(f"{where}: not valid JSON ({detail}); each line must be one JSON object") from None
+
+
 def read_records(path: Path, file_format: str, columns: Columns) -> Iterator[Record]:
     """The records of a file in file order."""
     text = read_utf8(path)
@@ -86,16 +120,20 @@ def read_records(path: Path, file_format: str, columns: Columns) -> Iterator[Rec
         return _json_records(path, text)
     if file_format == "jsonl":
         return _jsonl_records(path, text)
-    return _csv_records(path, text, columns)
+    return csv_records(path, text, columns)
 
 
 def parse_json(path: Path, text: str) -> object:
-    """json.loads, with a DataError naming file:line on bad syntax."""
+    """json.loads, with a DataError naming file:line on bad syntax or absurd nesting."""
     try:
         return json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to read; flatten the records") from None
     except json.JSONDecodeError as error:
         where = f"{path}:{error.lineno}"
         raise DataError(f"{where}: not valid JSON ({error.msg}, column {error.colno}); fix the syntax") from None
+    except ValueError as error:  # an integer longer than Python converts
+        raise DataError(f"{path}: not valid JSON ({error}); fix the number") from None
 
 
 def _json_records(path: Path, text: str) -> Iterator[Record]:
@@ -110,18 +148,9 @@ def _json_records(path: Path, text: str) -> Iterator[Record]:
 
 
 def _jsonl_records(path: Path, text: str) -> Iterator[Record]:
-    # split on "\n" only: str.splitlines would also cut at a U+2028 inside a JSON string
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    for number, line in iter_jsonl_lines(text):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"{where}: not valid JSON ({error.msg}, column {error.colno}); each line must be one JSON object"
-            ) from None
-        yield Record(where, number, _as_object(record, where))
+        yield Record(where, number, _as_object(loads_line(line, where), where))
 
 
 def _as_object(record: object, where: str) -> dict:
@@ -130,12 +159,40 @@ def _as_object(record: object, where: str) -> dict:
     return record
 
 
-def _csv_records(path: Path, text: str, columns: Columns) -> Iterator[Record]:
+def csv_records(path: Path, text: str, columns: Columns | None) -> Iterator[Record]:
+    """The rows of a CSV text as Records; the header is checked against `columns` unless None."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames:
-        _check_header(path, reader.fieldnames, columns)
-    for values in reader:
-        yield Record(f"{path}:{reader.line_num}", reader.line_num, values)
+    with _csv_errors(path, reader):
+        header = reader.fieldnames or []  # an empty file has none
+    if header and columns is not None:
+        _check_header(path, header, columns)
+    while True:
+        with _csv_errors(path, reader):
+            values = next(reader, None)
+        if values is None:
+            return
+        where = f"{path}:{reader.line_num}"
+        if None in values or None in values.values():  # DictReader's marks for extra / missing fields
+            found = len(header) + len(values.get(None, ())) - list(values.values()).count(None)
+            raise DataError(
+                f"{where}: {found} fields but the header has {len(header)};"
+                " quote fields that hold commas, or fix the row"
+            )
+        yield Record(where, reader.line_num, values)
+
+
+@contextmanager
+def _csv_errors(path: Path, reader: csv.DictReader) -> Iterator[None]:
+    """csv.Error (e.g. a field over csv.field_size_limit()) as a DataError naming the line."""
+    try:
+        yield
+    except csv.Error as error:
+        if "field limit" in str(error):
+            raise DataError(
+                f"{path}:{reader.reader.line_num}: a field is longer than {csv.field_size_limit():,} characters;"
+                " posts are far shorter: is a quote left open? close it, or drop the row"
+            ) from None
+        raise DataError(f"{path}:{reader.reader.line_num}: not valid CSV ({error}); fix the row") from None
 
 
 def _check_header(path: Path, header: list[str], columns: Columns) -> None:
@@ -145,7 +202,7 @@ def _check_header(path: Path, header: list[str], columns: Columns) -> None:
     for role, names in required.items():
         if not any(name in header for name in names):
             raise DataError(
-                f"{path}:1: no {role} column {either(names)} (columns: {', '.join(header)});"
+                f"{path}:1: no {role} column {either(names)} (columns: {names_of(header)});"
                 f" pass --{role}-column NAME to use another column"
             )
 
@@ -156,5 +213,21 @@ def either(names: tuple[str, ...]) -> str:
 
 
 def preview(value: object) -> str:
-    """A value as JSON, cut to 60 characters, for error messages."""
-    return json.dumps(value, ensure_ascii=False)[:60]
+    """A value as JSON, cut to 60 characters, for error messages (one line, encodable)."""
+    return printable(json.dumps(value, ensure_ascii=False)[:60])
+
+
+def preview_repr(value: object, limit: int = 80) -> str:
+    """repr(value) for error messages, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def names_of(keys) -> str:
+    """Field or column names, comma-separated, each shown on one line."""
+    return ", ".join(printable(str(key)) for key in keys)
+
+
+def printable(text: str) -> str:
+    """`text`, with line breaks, control characters and lone surrogates escaped as in repr()."""
+    return text if text.isprintable() else repr(text)[1:-1]

@@ -17,9 +17,13 @@ _SPELLINGS = {
 
 
 def normalize_label(value: object) -> str | None:
-    """Map a label spelling ("hateful", 1, "not_hate", ...) to "hate"/"normal"; None if unknown."""
+    """Map a label spelling ("hateful", 1, "not_hate", ...) to "hate"/"normal"; None if unknown.
+
+    Booleans are unknown: `true` says "yes" to a question the file does not state (hateful? offensive?
+    correct?), and Python would read it as 1 = hate.
+    """
     if isinstance(value, bool):
-        value = int(value)
+        return None
     key = str(value).strip().lower()
     for label, spellings in _SPELLINGS.items():
         if key in spellings:

@@ -18,18 +18,18 @@ The rebuilt rows will not match the shared files row for row: those came from th
 own sampling. The `split` field (the row's split in its source dataset) is left null.
 """
 
-import csv
-import io
 import json
 import logging
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from hatelens.data import Example, split_examples, write_text_atomically
-from hatelens.data.formats import either, parse_json, read_utf8
+from hatelens.data import Example, split_examples
+from hatelens.data.formats import csv_records, either, names_of, parse_json, preview, read_utf8
 from hatelens.data.labels import HATE, NORMAL
+from hatelens.data.texts import validate_text
 from hatelens.errors import DataError
+from hatelens.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ TOXIGEN_GROUPS = {  # ToxiGen target group (lower-cased) -> unified group
 TOXIGEN_TEXT_COLUMNS = ("text", "generation")
 TOXIGEN_GROUP_COLUMNS = ("target_group", "group")
 TOXIGEN_LABEL_COLUMNS = ("prompt_label", "toxicity_human")
+IS_HATEXPLAIN = "is this HateXplain's dataset.json (Data/dataset.json of its release)?"
 TOXICITY_HUMAN_HATE_ABOVE = 3.0  # mean rating on ToxiGen's 1-5 scale; above the midpoint counts as hate
 
 
@@ -74,7 +75,7 @@ def build_unified(hatexplain_json: Path, toxigen_dir_or_csv: Path, out_dir: Path
     for name, split in (("train", train), ("val", validation), ("test", test)):
         paths[name] = Path(out_dir) / f"unified_{name}.json"
         rows = [by_id[example.id] for example in split]
-        write_text_atomically(paths[name], json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        write_atomic(paths[name], json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
         logger.info("wrote %d rows to %s", len(rows), paths[name])
     return paths
 
@@ -90,17 +91,14 @@ def hatexplain_records(path: Path) -> list[dict]:
     return kept
 
 
-def _hatexplain_record(post_id: str, post: dict, where: str) -> dict | None:
-    annotators = _required(post, "annotators", where)
-    tokens = _required(post, "post_tokens", where)
-    if not annotators or not tokens:
-        raise DataError(f"{where}: a post needs annotators and post_tokens; is this HateXplain's dataset.json?")
-    label, votes = Counter(_required(annotator, "label", where) for annotator in annotators).most_common(1)[0]
+def _hatexplain_record(post_id: str, post: object, where: str) -> dict | None:
+    annotators, tokens, rationales = _checked_post(post, where)
+    label, votes = Counter(annotator["label"] for annotator in annotators).most_common(1)[0]
     if not _is_majority(votes, annotators):
         return None
     if label not in HATEXPLAIN_LABELS:
         raise DataError(f"{where}: unknown HateXplain label {label!r}; expected one of {', '.join(HATEXPLAIN_LABELS)}")
-    targets = Counter(target for annotator in annotators for target in set(_required(annotator, "target", where)))
+    targets = Counter(target for annotator in annotators for target in set(annotator["target"]))
     majority_targets = [target for target, count in targets.most_common() if _is_majority(count, annotators)]
     ours = [target for target in majority_targets if target.lower() in HATEXPLAIN_TARGETS]
     if len({HATEXPLAIN_TARGETS[target.lower()] for target in ours}) != 1:
@@ -113,9 +111,41 @@ def _hatexplain_record(post_id: str, post: dict, where: str) -> dict | None:
         "persona_tag": ours[0].lower(),
         "source_dataset": "hatexplain",
         "original_id": post_id,
-        "rationale_text": _rationale_text(tokens, post.get("rationales") or [], where),
+        "rationale_text": _rationale_text(tokens, rationales, where),
         "split": None,
     }
+
+
+def _checked_post(post: object, where: str) -> tuple[list[dict], list[str], list[list[int]]]:
+    """(annotators, post_tokens, rationales) of a post, each checked for the types HateXplain writes."""
+    if not isinstance(post, dict):
+        raise DataError(f"{where}: a post must be an object, found {preview(post)}; {IS_HATEXPLAIN}")
+    annotators = _required(post, "annotators", where)
+    tokens = _required(post, "post_tokens", where)
+    if not _is_list_of(annotators, dict) or not annotators:
+        raise DataError(f"{where}: 'annotators' must be a non-empty list of objects, found {preview(annotators)};"
+                        f" {IS_HATEXPLAIN}")
+    if not _is_list_of(tokens, str) or not tokens:
+        raise DataError(f"{where}: 'post_tokens' must be a non-empty list of strings, found {preview(tokens)};"
+                        f" {IS_HATEXPLAIN}")
+    for number, annotator in enumerate(annotators, start=1):
+        label, target = _required(annotator, "label", where), _required(annotator, "target", where)
+        if not isinstance(label, str) or not _is_list_of(target, str):
+            raise DataError(f"{where}: annotator {number} needs a string 'label' and a list of strings 'target',"
+                            f" found {preview(annotator)}; {IS_HATEXPLAIN}")
+    rationales = post.get("rationales") or []
+    if not _is_list_of(rationales, list) or not all(_is_list_of(mask, int) and set(mask) <= {0, 1}
+                                                        for mask in rationales):
+        raise DataError(f"{where}: 'rationales' must be a list of 0/1 lists, found {preview(rationales)};"
+                        f" {IS_HATEXPLAIN}")
+    problem = validate_text(" ".join(tokens))
+    if problem is not None:
+        raise DataError(f"{where}: the post's text holds {problem}; fix the post's tokens or drop the post")
+    return annotators, tokens, rationales
+
+
+def _is_list_of(value: object, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(item, kind) and not isinstance(item, bool) for item in value)
 
 
 def _is_majority(count: int, voters: list) -> bool:
@@ -149,18 +179,19 @@ def toxigen_records(path: Path) -> list[dict]:
 
 def _toxigen_rows(path: Path) -> Iterator[dict]:
     """{"where", "text", "group", "label_column", "label_value"} per row of a ToxiGen CSV."""
-    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
-    header = reader.fieldnames or []
-    text_column = _pick_column(path, header, TOXIGEN_TEXT_COLUMNS)
-    group_column = _pick_column(path, header, TOXIGEN_GROUP_COLUMNS)
-    label_column = _pick_column(path, header, TOXIGEN_LABEL_COLUMNS)
-    for row in reader:
+    columns = None
+    for record in csv_records(path, read_utf8(path), None):
+        if columns is None:
+            header = list(record.values)
+            columns = [_pick_column(path, header, names) for names in
+                       (TOXIGEN_TEXT_COLUMNS, TOXIGEN_GROUP_COLUMNS, TOXIGEN_LABEL_COLUMNS)]
+        text_column, group_column, label_column = columns
         yield {
-            "where": f"{path}:{reader.line_num}",
-            "text": (row[text_column] or "").strip(),
-            "group": (row[group_column] or "").strip().lower(),
+            "where": record.where,
+            "text": record.values[text_column].strip(),
+            "group": record.values[group_column].strip().lower(),
             "label_column": label_column,
-            "label_value": row[label_column],
+            "label_value": record.values[label_column],
         }
 
 
@@ -177,6 +208,9 @@ def _toxigen_record(row: dict, original_id: str) -> dict | None:
     if not row["text"]:
         logger.info("%s: skipped a row with empty text", row["where"])
         return None
+    problem = validate_text(row["text"])
+    if problem is not None:
+        raise DataError(f"{row['where']}: text holds {problem}; fix the row or drop it")
     hate = _toxigen_is_hate(row)
     return {
         "text": row["text"],
@@ -217,7 +251,6 @@ def _as_example(record: dict) -> Example:
 def _required(mapping: dict, name: str, where: str):
     if name not in mapping:
         raise DataError(
-            f"{where}: missing field {name!r} (fields present: {', '.join(mapping)});"
-            " is this HateXplain's dataset.json?"
+            f"{where}: missing field {name!r} (fields present: {names_of(mapping)}); {IS_HATEXPLAIN}"
         )
     return mapping[name]

@@ -26,6 +26,7 @@ from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ConfigError, DataError
 from hatelens.evaluation import metrics
 from hatelens.evaluation.summary import format_summary
+from hatelens.files import file_sha256
 from hatelens.process_team import broadcast, process_team
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
         runs.write_yaml(run_dir / "config.yaml", to_dict(config))
         runs.write_json(run_dir / "manifest.json", runs.manifest(
             step="evaluate", config_hash=identity, model_version=classifier.model_version,
-            mode=classifier.mode, data_file=str(config.data), data_sha256=data.file_sha256(config.data),
+            mode=classifier.mode, data_file=str(config.data), data_sha256=file_sha256(config.data),
             examples_sha256=data.examples_hash(examples), n_examples=len(examples),
             prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
             thresholds=thresholds, data_warnings=warnings,

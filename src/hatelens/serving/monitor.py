@@ -9,7 +9,6 @@ An alert fires when, in a window, a group's flagged rate or FPR, or a PSI, cross
 (MonitorConfig); figures from fewer rows than the minimums are shown but never alert.
 """
 
-import json
 import math
 import re
 from bisect import bisect_right
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hatelens.config import MonitorConfig
+from hatelens.data.formats import iter_jsonl_lines, loads_line, preview, read_utf8
 from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ConfigError, DataError
 from hatelens.serving.prediction_log import Prediction, PredictionLog
@@ -28,6 +28,7 @@ ALL = "all"  # the row of a window that covers every group
 EMPTY_SHARE = 1e-4  # a PSI bin with no scores counts as this share, so ln() stays finite
 _DURATION = re.compile(r"\A(\d+)([mhdw])\Z")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_DURATION = timedelta(days=100 * 365)  # longer windows or look-backs overflow datetime arithmetic
 
 
 @dataclass
@@ -72,22 +73,35 @@ class MonitorReport:
 
 
 def parse_duration(text: str) -> timedelta:
-    """'30m', '6h', '1d', '1w' -> timedelta."""
+    """'30m', '6h', '1d', '1w' -> timedelta, at most MAX_DURATION."""
     match = _DURATION.match(text.strip())
     if not match or int(match.group(1)) == 0:
         raise ConfigError(f"window/duration {text!r} is not a positive number with m, h, d or w (e.g. 1d, 6h)")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = None
+    if duration is None or duration > MAX_DURATION:
+        raise ConfigError(f"window/duration {text!r} is longer than {MAX_DURATION.days // 365} years; "
+                          "use a shorter one (e.g. 1w, 365d)")
+    return duration
 
 
 def parse_since(text: str, now: datetime) -> datetime:
     """A duration back from now ('7d') or a UTC date/time ('2025-01-31', '2025-01-31T12:00')."""
     if _DURATION.match(text.strip()):
-        return now - parse_duration(text)
+        try:
+            return now - parse_duration(text)
+        except OverflowError:  # before the year 1
+            raise ConfigError(f"since {text!r} reaches back before the year 1; use a shorter duration") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ConfigError(f"since {text!r} is neither a duration (7d) nor a date (2025-01-31)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise ConfigError(f"since {text!r} is neither a duration (7d) nor an ISO date (2025-01-31)") from None
+    try:
+        return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise ConfigError(f"since {text!r} is out of range in UTC; pick a later date") from None
 
 
 def reference_scores(path: str) -> list[tuple[str, float]]:
@@ -98,13 +112,20 @@ def reference_scores(path: str) -> list[tuple[str, float]]:
         raise ConfigError(f"reference {path}: no predictions.jsonl there; pass a run folder that "
                           "`hatelens evaluate` wrote")
     rows = []
-    for line_number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"{file}:{line_number}: not valid JSON") from None
-        if row.get("score") is not None:
-            rows.append((row.get("group") or "unknown", float(row["score"])))
+    for line_number, line in iter_jsonl_lines(read_utf8(file)):
+        where = f"{file}:{line_number}"
+        row = loads_line(line, where)
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a prediction object, found {preview(row)}; pass a run's "
+                            "predictions.jsonl")
+        score = row.get("score")
+        if score is None:
+            continue
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
+            raise DataError(f"{where}: score {preview(score)} is not a number between 0 and 1; pass a run's "
+                            "predictions.jsonl")
+        group = row.get("group")
+        rows.append((group if isinstance(group, str) and group else "unknown", float(score)))
     if not rows:
         raise DataError(f"{file} holds no scores (a generate-mode run?); use a score-mode run as the reference")
     return rows

@@ -1,4 +1,5 @@
-"""What a person watching a training run sees: a progress bar, and the same facts as log lines.
+"""What a person watching a training run sees: a progress bar, and the same facts as log lines; and
+the guard that stops a run whose loss has gone wrong.
 
 The bar (step, loss, samples/s, ETA) is for a terminal; the log lines go to the run's train.log, so
 a run can be followed with `tail -f runs/<run>/train.log` (or TensorBoard) from anywhere.
@@ -10,6 +11,8 @@ import time
 from collections import deque
 
 from transformers import TrainerCallback
+
+from hatelens.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -87,3 +90,40 @@ class TrainingProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.close()
+
+
+FLAT_LOSS_LOGS = 5  # this many logged losses in a row ...
+FLAT_LOSS_TOLERANCE = 1e-6  # ... within this of each other: nothing is being learned
+CONVERGED_LOSS = 1e-3  # a loss this small may stop moving because the task is learned, not because training is stuck
+
+
+class LossGuard(TrainerCallback):
+    """Stops training with a ModelError when the logged loss is NaN or infinite, or flat: unchanged (to
+    `tolerance`) over `flat_logs` logged steps while still above CONVERGED_LOSS.
+
+    Needs the loss logged as it is: TrainingArguments(logging_nan_inf_filter=False); with the filter
+    on, transformers logs the average of earlier steps in place of a NaN.
+    """
+
+    def __init__(self, *, learning_rate: float, flat_logs: int = FLAT_LOSS_LOGS, tolerance: float = FLAT_LOSS_TOLERANCE):
+        self.learning_rate = learning_rate
+        self.flat_logs = flat_logs
+        self.tolerance = tolerance
+        self.recent = deque(maxlen=flat_logs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        step = f"step {state.global_step}/{state.max_steps}"
+        if not math.isfinite(loss):
+            raise ModelError(f"training stopped at {step}: the loss is {loss}; lower learning_rate (now "
+                             f"{self.learning_rate:g}), set max_grad_norm, or train in float32 instead of "
+                             "bfloat16/float16")
+        self.recent.append(loss)
+        if (len(self.recent) == self.flat_logs and max(self.recent) - min(self.recent) <= self.tolerance
+                and min(self.recent) > CONVERGED_LOSS):
+            raise ModelError(f"training stopped at {step}: the loss stayed at {loss:.6f} over the last "
+                             f"{self.flat_logs} logged steps, so nothing is being learned; raise learning_rate "
+                             f"(now {self.learning_rate:g}), check that lora.target_modules match the model and "
+                             "that the records hold answers")

@@ -46,9 +46,10 @@ from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import pick_device, pick_dtype
 from hatelens.config import TrainConfig, to_dict
 from hatelens.errors import ConfigError, ModelError
+from hatelens.files import file_sha256
 from hatelens.process_team import broadcast, process_team
 from hatelens.training import records as sft_data
-from hatelens.training.callbacks import TrainingProgress
+from hatelens.training.callbacks import LossGuard, TrainingProgress
 from hatelens.training.model_card import write_model_card
 from hatelens.training.summary import BEST_METRICS, build_summary
 from hatelens.training.trainer import AnswerSFTTrainer, TextScorer, ValidationScoring, last_checkpoint
@@ -158,8 +159,8 @@ def write_run_files(run_dir: Path, config: TrainConfig, identity: str, template,
     runs.write_yaml(run_dir / "config.yaml", to_dict(config))
     runs.write_json(run_dir / "manifest.json", runs.manifest(
         step="train", config_hash=identity, model=config.model, prompt_template=template.name,
-        prompt_sha256=template.hash, train_file=config.train_file, train_sha256=data.file_sha256(config.train_file),
-        val_file=config.val_file, val_sha256=data.file_sha256(config.val_file),
+        prompt_sha256=template.hash, train_file=config.train_file, train_sha256=file_sha256(config.train_file),
+        val_file=config.val_file, val_sha256=file_sha256(config.val_file),
         train_examples_sha256=data.examples_hash(train_examples), n_train=len(train_examples),
         val_examples_sha256=data.examples_hash(val_examples), n_val=len(val_examples),
     ))
@@ -316,6 +317,7 @@ def build_trainer(setup: TrainingSetup, model, *, batch_size: int, grad_accum: i
         load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps, logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, so LossGuard can stop the run
         seed=config.seed, data_seed=config.seed,
         bf16=model.dtype == torch.bfloat16, use_cpu=pick_device(config.device) == "cpu",
         activation_checkpointing=config.gradient_checkpointing,  # (transformers' new name for it)
@@ -331,7 +333,7 @@ def build_trainer(setup: TrainingSetup, model, *, batch_size: int, grad_accum: i
         target_modules=config.lora.target_modules, target_parameters=config.lora.target_parameters,
         bias="none", task_type="CAUSAL_LM",
     )
-    trainer_callbacks = [TrainingProgress(show_bar=setup.progress)]
+    trainer_callbacks = [TrainingProgress(show_bar=setup.progress), LossGuard(learning_rate=config.learning_rate)]
     if setup.main and "tensorboard" in trackers.parse_report_to(config.report_to):  # one process writes TensorBoard
         trainer_callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR))))
     if config.early_stopping_patience:
