@@ -296,6 +296,8 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, val
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer,
         peft_config=lora, callbacks=trainer_callbacks + list(callbacks), validation=validation, template=template,
         shared_opening=opening,
+        # the budget shrinks with the batch on out-of-memory back-off (batch_size halved)
+        max_batch_tokens=config.max_batch_tokens and config.max_batch_tokens * batch_size // config.batch_size,
     )
     trainer.remove_callback(PrinterCallback)  # TrainingProgress logs instead of printing raw dicts
     return trainer
