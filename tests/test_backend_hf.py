@@ -134,6 +134,8 @@ def test_token_budget_batches_give_the_row_batches_scores(fixture, request, monk
     assert sum(rows for rows, _ in sizes) == len(texts) and len(set(rows for rows, _ in sizes)) > 1
     skipped = classifier._prefix and len(classifier._prefix[0]) or 0  # tokens computed once, not per batch
     assert all(rows == 1 or rows * (width - skipped) <= 40 for rows, width in sizes)
+    timing = classifier.timing  # the first batch (warm-up, compilation) apart from the others
+    assert timing["first_batch_rows"] + timing["later_rows"] == len(texts) and timing["later_batches"] == len(sizes) - 1
 
 
 def test_out_of_memory_halves_rows_and_token_budget(tiny_llama_dir, monkeypatch):

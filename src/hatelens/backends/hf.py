@@ -15,6 +15,7 @@ generate mode: batched greedy decoding; the answer is parsed by `parsing.parse_a
 import copy
 import logging
 import os
+import time
 from typing import Sequence
 
 import torch
@@ -57,6 +58,9 @@ class HFClassifier:
         self.reuse_prefix = (reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
                              and model.config.to_dict().get("final_logit_softcapping") is None)
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
+        # seconds and rows of the first batch (kernels warming up, any compilation) apart from the others'
+        self.timing = {"first_batch_s": None, "first_batch_rows": 0, "later_batches": 0, "later_batches_s": 0.0,
+                       "later_rows": 0}
         self._continuations = {
             label: tokenizer(text, add_special_tokens=False).input_ids
             for label, text in template.scored_continuations().items()
@@ -76,7 +80,7 @@ class HFClassifier:
         while start < len(order):
             indices = order[start:batch_end(widths, start, max_rows=max_rows, max_tokens=max_tokens)]
             try:
-                results = self._run_batch([prompt_ids[i] for i in indices])
+                results = self._timed_batch([prompt_ids[i] for i in indices])
             except torch.OutOfMemoryError:
                 if len(indices) == 1:
                     raise ModelError("out of memory at batch size 1; use a smaller model, a shorter template "
@@ -91,6 +95,18 @@ class HFClassifier:
                 outputs[index] = result
             start += len(indices)
         return outputs
+
+    def _timed_batch(self, prompt_ids: list[list[int]]) -> list[Output]:
+        started = time.perf_counter()
+        results = self._run_batch(prompt_ids)  # returns Python floats / strings: the device has finished
+        seconds = time.perf_counter() - started
+        if self.timing["first_batch_s"] is None:
+            self.timing.update(first_batch_s=round(seconds, 4), first_batch_rows=len(prompt_ids))
+        else:
+            self.timing["later_batches"] += 1
+            self.timing["later_batches_s"] = round(self.timing["later_batches_s"] + seconds, 4)
+            self.timing["later_rows"] += len(prompt_ids)
+        return results
 
     def _computed_widths(self, sorted_ids: list[list[int]]) -> list[int]:
         """Tokens each prompt makes the model compute: after the cached opening (when every prompt of this
@@ -256,8 +272,10 @@ def batch_end(widths: Sequence[int], start: int, *, max_rows: int, max_tokens: i
     return start + rows
 
 
-def load_for_inference(config, *, template: prompts.PromptTemplate | None = None):
-    """(model, tokenizer, model_version) for a ModelConfig, adapter merged in memory or attached."""
+def load_for_inference(config, *, template: prompts.PromptTemplate | None = None, report: dict | None = None):
+    """(model, tokenizer, model_version) for a ModelConfig, adapter merged in memory or attached.
+    report: filled with what the GPU speed-ups applied (fast_paths.use_gpu_speedups) and the load time."""
+    started = time.perf_counter()
     name, adapter = config.model, config.adapter
     if models.is_adapter_dir(name) and adapter is None:
         adapter, name = name, models.adapter_base(name)
@@ -268,11 +286,13 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
                                       revision=config.revision)
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               revision=config.revision, tokenizer=tokenizer)
-    use_gpu_speedups(model, inference=True)
+    speedups = use_gpu_speedups(model, inference=True)
     version = source.model_id
     if adapter:
         version = f"{source.model_id}+adapter:{models.adapter_hash(adapter)}"
         model = attach_adapter(model, adapter)
+    if report is not None:
+        report.update(speedups, load_s=round(time.perf_counter() - started, 2))
     return model, tokenizer, version
 
 
@@ -292,7 +312,11 @@ def attach_adapter(model, adapter: str):
 
 def create(config) -> HFClassifier:
     template = prompts.load_template(config.template)
-    model, tokenizer, version = load_for_inference(config)
-    return HFClassifier(model, tokenizer, template, mode=config.mode, batch_size=config.batch_size,
-                        max_new_tokens=config.max_new_tokens, model_version=version,
-                        max_batch_tokens=config.max_batch_tokens)
+    report: dict = {}
+    model, tokenizer, version = load_for_inference(config, report=report)
+    classifier = HFClassifier(model, tokenizer, template, mode=config.mode, batch_size=config.batch_size,
+                              max_new_tokens=config.max_new_tokens, model_version=version,
+                              max_batch_tokens=config.max_batch_tokens)
+    classifier.timing.update(load_s=report["load_s"], compile_s=report.get("compile_s"),
+                             speedups=report["applied"], experts=report.get("experts"))
+    return classifier
