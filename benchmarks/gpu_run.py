@@ -16,6 +16,7 @@ Writes OUT/gpu_run.json and OUT/gpu_run.md.
 """
 
 import argparse
+import gc
 import json
 import shutil
 import subprocess
@@ -245,6 +246,9 @@ def main(argv=None) -> int:
             part(args, results)
         except Exception as error:  # a benchmark keeps going: the other parts still measure
             results.add(f"error_{name}", f"{type(error).__name__}: {error}")
+        gc.collect()  # the in-process model must leave the GPU before `hatelens run` loads its own
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         write_markdown(results.data, Path(args.out) / "gpu_run.md")
     print((Path(args.out) / "gpu_run.md").read_text(), flush=True)
     return 0
