@@ -107,3 +107,75 @@ def test_unreachable_hub_model_says_how_to_point_at_a_folder(cache_dir, monkeypa
     monkeypatch.setenv("HF_HOME", str(cache_dir / "hf"))
     with pytest.raises(ModelError, match=r"openai/gpt-oss-20b is not in the local Hugging Face cache.*--model DIR"):
         create(ModelConfig(model="gpt-oss-20b"))
+
+
+def test_batch_end_bounds_rows_and_padded_tokens():
+    from hatelens.backends.hf import batch_end
+
+    widths = [2, 3, 3, 5, 9, 20]
+    assert batch_end(widths, 0, max_rows=4) == 4  # rows only: the old behaviour
+    assert batch_end(widths, 0, max_rows=10, max_tokens=9) == 3  # 3 rows x 3 tokens fit, 4 x 5 do not
+    assert batch_end(widths, 3, max_rows=10, max_tokens=9) == 4  # 2 x 9 > 9: one row
+    assert batch_end(widths, 5, max_rows=10, max_tokens=9) == 6  # over the budget alone: still one row
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_gpt_oss_dir"])
+def test_token_budget_batches_give_the_row_batches_scores(fixture, request, monkeypatch):
+    folder = request.getfixturevalue(fixture)
+    texts = [f"post number {index} " + "word " * (index % 7) for index in range(12)]
+    by_rows = _classifier(folder, batch_size=4).classify(texts)
+    classifier = _classifier(folder, batch_size=64, max_batch_tokens=40)
+    sizes = []
+    run_batch = classifier._run_batch
+    monkeypatch.setattr(classifier, "_run_batch", lambda ids: sizes.append((len(ids), max(map(len, ids)))) or
+                        run_batch(ids))
+    by_tokens = classifier.classify(texts)
+    assert [a.score for a in by_tokens] == pytest.approx([b.score for b in by_rows], abs=1e-5)
+    assert sum(rows for rows, _ in sizes) == len(texts) and len(set(rows for rows, _ in sizes)) > 1
+    skipped = classifier._prefix and len(classifier._prefix[0]) or 0  # tokens computed once, not per batch
+    assert all(rows == 1 or rows * (width - skipped) <= 40 for rows, width in sizes)
+    timing = classifier.timing  # the first batch (warm-up, compilation) apart from the others
+    assert timing["first_batch_rows"] + timing["later_rows"] == len(texts) and timing["later_batches"] == len(sizes) - 1
+
+
+def test_out_of_memory_halves_rows_and_token_budget(tiny_llama_dir, monkeypatch):
+    classifier = _classifier(tiny_llama_dir, batch_size=8, max_batch_tokens=10_000, reuse_prefix=False)
+    seen = []
+
+    def run_batch(prompt_ids):
+        seen.append(len(prompt_ids))
+        if len(prompt_ids) > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return [None]
+
+    monkeypatch.setattr(classifier, "_run_batch", run_batch)
+    classifier.classify(TEXTS)
+    assert seen[:3] == [3, 2, 1]
+    assert classifier.max_batch_tokens == 10_000  # the halving lasts for this call only
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_adapter_is_merged_in_memory_for_a_bf16_base_and_kept_for_fp32(tiny_gpt_oss_dir, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from hatelens.backends.hf import load_for_inference
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir)
+    torch.manual_seed(1)
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    template = prompts.load_template("baseline")
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        config = ModelConfig(model=str(tiny_gpt_oss_dir), adapter=str(tmp_path / "adapter"), dtype=dtype, device="cpu")
+        loaded, tokenizer, version = load_for_inference(config)
+        assert isinstance(loaded, PeftModel) == (dtype == "float32")
+        assert "+adapter:" in version
+        classifier = HFClassifier(loaded, tokenizer, template, batch_size=4)
+        assert classifier.reuse_prefix  # the merged model keeps prefix reuse
+        results[dtype] = [output.score for output in classifier.classify(TEXTS)]
+    base = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir)
+    base_scores = [o.score for o in HFClassifier(base, tokenizer, template).classify(TEXTS)]
+    assert results["bfloat16"] == pytest.approx(results["float32"], abs=0.03)  # bf16 rounding only
+    assert max(abs(a - b) for a, b in zip(results["float32"], base_scores)) > 1e-3  # the adapter does something

@@ -4,13 +4,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from hatelens.backends import fast_paths
 from hatelens.backends.fast_paths import compile_expert_gate, restore_expert_gate, use_gpu_speedups
 
 
 def test_nothing_is_switched_on_off_cuda(tiny_gpt_oss_dir, tiny_llama_dir):
     for folder in (tiny_gpt_oss_dir, tiny_llama_dir):
         model = AutoModelForCausalLM.from_pretrained(folder)
-        assert use_gpu_speedups(model, inference=True) == []
+        assert use_gpu_speedups(model, inference=True) == {"applied": []}
         assert model.config._attn_implementation != "hatelens_fused_sinks"
 
 
@@ -32,3 +33,35 @@ def test_the_compiled_gate_gives_the_eager_logits(tiny_gpt_oss_dir):
             restore_expert_gate(model)
     assert "_eager_gate" not in type(model.model.layers[0].mlp.experts).__dict__
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_pure_gate_is_the_model_gate(tiny_gpt_oss_dir):
+    experts = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir).model.layers[0].mlp.experts
+    gate_up = torch.randn(7, 2 * experts.intermediate_size, generator=torch.Generator().manual_seed(0)) * 10
+    torch.testing.assert_close(fast_paths.gate(gate_up, experts.alpha, experts.limit), experts._apply_gate(gate_up))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile imports torch.jit
+def test_the_gate_compiles_once_for_every_batch_shape(tiny_gpt_oss_dir):
+    """Batches of other rows and widths (and a training backward pass) reuse the one compilation."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir, dtype=torch.float32)
+    before = fast_paths.GATE_COMPILATIONS["count"]
+    try:
+        assert compile_expert_gate(model, backend="eager")
+        assert fast_paths.warm_up_expert_gate(model, backward=True) > 0
+        after_warm_up = fast_paths.GATE_COMPILATIONS["count"]
+        for rows, width in ((2, 24), (5, 31), (3, 57), (8, 9)):
+            input_ids = torch.randint(0, model.config.vocab_size, (rows, width))
+            model(input_ids).logits.sum().backward()
+    finally:
+        restore_expert_gate(model)
+    assert after_warm_up - before == 1
+    assert fast_paths.GATE_COMPILATIONS["count"] == after_warm_up  # no recompilation per shape
+
+
+def test_the_expert_implementation_is_named(tiny_gpt_oss_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir)
+    assert fast_paths.describe_experts(model).startswith("GptOssExperts")

@@ -24,7 +24,8 @@ class ModelConfig:
     backend: str = "hf"  # hf | reference | openai
     mode: str = "score"  # score: compare label-word log-probs; generate: parse a generated answer
     template: str = "baseline"  # a name in configs/prompts/ or a path to a template YAML
-    batch_size: int = 16
+    batch_size: int = 16  # rows per batch (with max_batch_tokens: the most rows a batch may hold)
+    max_batch_tokens: int | None = None  # padded tokens computed per batch (GPU: sized for the card); None: rows only
     max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
     max_length_tokens: int = 2048  # longer prompts are cut from the left of the text
     device: str = "auto"  # auto | cpu | cuda
@@ -259,7 +260,8 @@ class RunConfig:
     output_dir: str = "runs"
     model: str = "smollm2-135m"  # the base model every step uses
     template: str = "baseline"  # the prompt template every step uses (training renders with it too)
-    batch_size: int = 16  # evaluation batch size
+    batch_size: int = 16  # evaluation batch size (with max_batch_tokens: the most rows a batch may hold)
+    max_batch_tokens: int | None = None  # evaluation: padded tokens computed per batch; None: rows only
     train_recipe: str = "configs/lora/cpu_small.yaml"
     train_overrides: list = field(default_factory=list)  # key=value applied to the recipe
     train_data: str = "data/train.jsonl"
@@ -303,6 +305,9 @@ class TrainConfig:
     max_val_samples: int | None = None
     epochs: float = 3.0
     batch_size: int = 4  # per device; halved on out-of-memory, with grad_accum doubled
+    # padded tokens per training batch, after the shared prompt opening (length-grouped batches of varying
+    # rows, each at most batch_size; halved with it on out-of-memory); None: batches of batch_size rows
+    max_batch_tokens: int | None = None
     grad_accum: int = 2  # gradient accumulation steps: effective batch = batch_size x grad_accum
     eval_batch_size: int = 16
     learning_rate: float = 2e-4

@@ -136,7 +136,8 @@ class Steps:
                  backend: str = "hf", data_format: str | None = None) -> EvalResult:
         config = self.config
         model = ModelConfig(model=config.model, adapter=adapter, template=config.template, backend=backend,
-                            batch_size=config.batch_size, reference_train=config.train_data)
+                            batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens,
+                            reference_train=config.train_data)
         eval_config = EvalConfig(data=data, output_dir=str(self.root), name=step, format=data_format,
                                  max_samples=samples, seed=config.seed, n_bootstrap=config.n_bootstrap, model=model,
                                  report_to=config.report_to)

@@ -10,36 +10,101 @@ Nothing changes on a CPU, or for other model types.
 """
 
 import logging
+import time
 
 import torch
 
 logger = logging.getLogger(__name__)
 
+# Compilations of the experts' gate in this process, counted by the backend wrapper below: one per graph
+# Dynamo builds. More than one or two (a size-1 specialisation) means it recompiles per batch shape.
+GATE_COMPILATIONS = {"count": 0}
 
-def use_gpu_speedups(model, *, inference: bool) -> list[str]:
-    """Apply what helps this model on its device; returns the names of what was applied."""
+
+def use_gpu_speedups(model, *, inference: bool) -> dict:
+    """Apply what helps this model on its device. Returns what was applied: {"applied": [names],
+    "experts": which expert implementation runs, "compile_s": seconds the gate's compilation took
+    (paid here, once, on a small warm-up tensor: not by the first batch)}."""
     if model.config.model_type != "gpt_oss" or next(model.parameters()).device.type != "cuda":
-        return []
-    applied = ["compiled expert gate"] if compile_expert_gate(model) else []
+        return {"applied": []}
+    experts = describe_experts(model)
+    report = {"applied": [], "experts": experts}
+    if compile_expert_gate(model):
+        report["compile_s"] = round(warm_up_expert_gate(model, backward=not inference), 2)
+        report["applied"].append("compiled expert gate")
+    else:
+        logger.warning("gpt-oss experts run by %s: no gate to compile, the compiled expert gate does not apply", experts)
     if inference:
         use_sink_attention(model)
-        applied.append("fused sink attention")
-    logger.info("gpt-oss on CUDA: %s", ", ".join(applied))
-    return applied
+        report["applied"].append("fused sink attention")
+    logger.info("gpt-oss on CUDA: experts %s; %s%s", experts, ", ".join(report["applied"]) or "no speed-ups",
+                f" (gate compiled in {report['compile_s']} s)" if "compile_s" in report else "")
+    return report
 
 
-def compile_expert_gate(model) -> bool:
-    """Route the experts' gate through torch.compile (shapes marked dynamic: one compilation serves
-    every batch). The patch is on the experts class, so every model of that class in this process
-    shares it; `restore_expert_gate` undoes it. False when the model has no such gate."""
+def describe_experts(model) -> str:
+    """The experts' class and implementation: e.g. "GptOssExperts (grouped_mm)" on bf16 weights;
+    MXFP4 weights kept quantised run OpenAI's Triton kernels ("Mxfp4GptOssExperts", from the `kernels`
+    package), which fuse the gate themselves."""
+    for module in model.modules():
+        name = type(module).__name__
+        if name.endswith("Experts"):
+            implementation = getattr(model.config, "_experts_implementation", None)
+            return f"{name} ({implementation})" if implementation else name
+    return "none found"
+
+
+def gate(gate_up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+    """GptOssExperts._apply_gate as a pure function (no module argument, so Dynamo guards on two floats,
+    not on each layer's module): clamped SwiGLU over interleaved gate/up columns."""
+    gate_part, up = gate_up[..., ::2], gate_up[..., 1::2]
+    gate_part = gate_part.clamp(min=None, max=limit)
+    up = up.clamp(min=-limit, max=limit)
+    return (up + 1) * (gate_part * torch.sigmoid(gate_part * alpha))
+
+
+def _counting_backend(name: str):
+    from torch._dynamo.backends.registry import lookup_backend
+
+    inner = lookup_backend(name)
+
+    def backend(graph, example_inputs):
+        GATE_COMPILATIONS["count"] += 1
+        return inner(graph, example_inputs)
+
+    return backend
+
+
+def compile_expert_gate(model, *, backend: str = "inductor") -> bool:
+    """Route the experts' gate through torch.compile with every dimension dynamic: one compilation
+    serves every batch shape. The patch is on the experts class, so every model of that class in this
+    process shares it; `restore_expert_gate` undoes it. False when the model has no such gate (MXFP4
+    kernels). backend: "inductor" (fused kernels); tests count compilations with "eager"."""
     experts = _experts_class(model)
     if experts is None:
         return False
     if "_eager_gate" not in experts.__dict__:
         experts._eager_gate = experts._apply_gate
-        compiled = torch.compile(experts._eager_gate, dynamic=True)
-        experts._apply_gate = lambda self, gate_up: compiled(self, gate_up)
+        compiled = torch.compile(gate, dynamic=True, backend=_counting_backend(backend))
+        experts._apply_gate = lambda self, gate_up: compiled(gate_up, self.alpha, self.limit)
     return True
+
+
+def warm_up_expert_gate(model, *, backward: bool) -> float:
+    """Compile the gate now, on a small tensor of the model's width, dtype and device (forward, and
+    backward for training): the seconds it took. Later batches of any shape reuse the compilation."""
+    module = next(module for module in model.modules() if type(module) is _experts_class(model))
+    width = module.gate_up_proj.shape[-1]
+    started = time.perf_counter()
+    for rows in (3, 5):  # the second call checks that a new shape is served without a recompilation
+        sample = torch.randn(rows, width, device=module.gate_up_proj.device, dtype=module.gate_up_proj.dtype,
+                             requires_grad=backward)
+        output = module._apply_gate(sample)
+        if backward:
+            output.sum().backward()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
 
 
 def restore_expert_gate(model) -> None:

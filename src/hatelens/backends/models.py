@@ -165,6 +165,9 @@ def load_model(source: ModelSource, *, dtype=None, device: str = "cpu", trust_re
     if source.gguf_file and not converted.is_dir():
         _convert_gguf(source, converted, tokenizer)
     path = str(converted) if source.gguf_file else source.path
+    _check_mxfp4(path, kwargs)
+    if device.startswith("cuda") and "device_map" not in kwargs:
+        kwargs["device_map"] = device  # each tensor read straight onto the GPU: no full copy in host memory
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, revision=revision,
@@ -173,6 +176,29 @@ def load_model(source: ModelSource, *, dtype=None, device: str = "cpu", trust_re
     except (OSError, ValueError) as error:
         raise _not_found(source, error) from None
     return model.to(device) if device != "auto" and "device_map" not in kwargs else model
+
+
+def _check_mxfp4(path: str, kwargs: dict) -> None:
+    """gpt-oss weights in MXFP4: say which expert implementation will run. Kept quantised (inference),
+    transformers runs OpenAI's Triton kernels when the `kernels` package (and triton) is installed, and
+    otherwise dequantises to bf16 (then hatelens' compiled gate applies). A dequantise request for a
+    folder that is not MXFP4 (a bf16 checkpoint) has nothing to do and is dropped."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return  # a hub id: transformers reads its config
+    quantization = json.loads(config_file.read_text()).get("quantization_config") or {}
+    mxfp4 = quantization.get("quant_method") == "mxfp4"
+    requested = kwargs.get("quantization_config")
+    if requested is not None and getattr(requested, "quant_method", None) == "mxfp4" and not mxfp4:
+        logger.info("%s holds unquantised weights: dequantize_mxfp4 has nothing to do", path)
+        del kwargs["quantization_config"]
+    elif mxfp4 and requested is not None and getattr(requested, "dequantize", False):
+        logger.info("%s: MXFP4 experts dequantised to bf16 at load (GptOssExperts, compiled gate on CUDA)", path)
+    elif mxfp4:
+        kernels = importlib.util.find_spec("kernels") is not None
+        logger.info("%s: MXFP4 experts %s", path, "kept quantised, run by the `kernels` package's Triton kernels "
+                    "(Mxfp4GptOssExperts; no compiled gate)" if kernels else
+                    "dequantised to bf16 (the `kernels` package is not installed); compiled gate on CUDA")
 
 
 def _convert_gguf(source: ModelSource, target: Path, tokenizer) -> None:

@@ -23,6 +23,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     for split in ("train", "validation"):
         path = Path("data") / f"{split}.jsonl"
         print(f"{str(path):<40}{'ok' if path.is_file() else 'missing: run hatelens data split'}")
+    for line in gpu_lines():
+        print(line)
     print(f"model cache   {models.cache_dir()}")
     for alias in models.GGUF_ALIASES:
         source = models.resolve_model(alias)
@@ -31,3 +33,29 @@ def run_doctor(args: argparse.Namespace) -> int:
         converted = (models.cache_dir() / "converted" / alias).is_dir()
         print(f"{alias:<14}{'ready' if converted else 'GGUF only (converted on first use)'}")
     return 0
+
+
+EXTRAS = {"train": ("trl", "peft", "datasets"), "serve": ("fastapi", "uvicorn"), "gguf": ("gguf",),
+          "mxfp4 kernels": ("kernels", "triton")}
+
+
+def gpu_lines() -> list[str]:
+    """Each CUDA device (name, memory, bf16, versions) and the fast paths gpt-oss gets there; extras."""
+    import importlib.util
+
+    import torch
+
+    lines = [f"torch         {torch.__version__} (CUDA {torch.version.cuda or 'none'})"]
+    if not torch.cuda.is_available():
+        lines.append("GPU           no CUDA device: models run on the CPU (fp32); no gpt-oss fast paths")
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        properties = torch.cuda.get_device_properties(index)
+        with torch.cuda.device(index):
+            bf16 = torch.cuda.is_bf16_supported()
+        lines.append(f"GPU {index}         {properties.name}, {properties.total_memory / 2**30:.0f} GiB, "
+                     f"compute {properties.major}.{properties.minor}, bf16 {'yes' if bf16 else 'no'}")
+        lines.append("              gpt-oss fast paths: compiled expert gate, fused sink attention (inference)")
+    for extra, packages in EXTRAS.items():
+        missing = [name for name in packages if importlib.util.find_spec(name) is None]
+        lines.append(f"{extra:<14}{'installed' if not missing else 'missing: ' + ', '.join(missing)}")
+    return lines

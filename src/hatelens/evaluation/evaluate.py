@@ -172,7 +172,8 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     run_info = {"model_version": classifier.model_version, "mode": classifier.mode,
                 "template": template.name if template else None, "data": str(config.data),
                 "max_samples": config.max_samples, "thresholds": thresholds,
-                "scoring_wall_s": round(wall_s, 2), "resumed_rows": resumed_rows}
+                "scoring_wall_s": round(wall_s, 2), "resumed_rows": resumed_rows,
+                "timing": getattr(classifier, "timing", None)}  # hf: model load, compilation, first batch apart
     if team is not None:
         run_info["processes"] = team.num_processes
     result = finish_run(run_dir, rows, run_info, config)

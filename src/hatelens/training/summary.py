@@ -1,7 +1,12 @@
-"""training_summary.json: what a training run did, read from the trainer's own log history."""
+"""training_summary.json: what a training run did, read from the trainer's own log history and clock."""
 
 import math
+import statistics
+import time
 from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
 
 from hatelens.config import TrainConfig, to_dict
 
@@ -52,6 +57,8 @@ def build_summary(config: TrainConfig, trainer, output, *, wall_s: float, n_trai
         },
         "config": to_dict(config),
     }
+    summary["speed"] = trainer.clock.speed()
+    summary["batches"] = _batches(trainer)
     if processes > 1:
         summary["processes"] = processes
     summary["validation_loss_improved"], summary["warnings"] = _loss_verdict(evaluations)
@@ -93,3 +100,59 @@ def _loss_verdict(evaluations: list[dict]) -> tuple[bool | None, list[str]]:
     warning = (f"validation loss never improved on its first value {losses[0]:.4f} (later: {later}); the adapter "
                "is probably no better than the base model: lower the learning rate, train longer or check the data")
     return False, [warning]
+
+
+class StepClock(TrainerCallback):
+    """Wall time and rows of every optimizer step (evaluations and checkpoints excluded), and the peak
+    GPU memory of training. The first step stands apart: it pays for torch.compile and for warming up
+    the kernels and the allocator, which the steady rate of an epoch should not be charged with."""
+
+    def __init__(self):
+        self.rows = 0  # rows of the step in progress (the trainer adds each micro-batch's)
+        self.steps: list[tuple[float, int]] = []  # (seconds, rows) per optimizer step
+        self._started = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        _synchronize()
+        self.rows, self._started = 0, time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        _synchronize()
+        self.steps.append((time.perf_counter() - self._started, self.rows))
+
+    def speed(self) -> dict:
+        """first_step_s (compilation included), steady_step_s (median of the others), steady_samples_per_s
+        (rows over the time of every step but the first, per process), peak_memory_gib of training."""
+        result: dict = {"steps_timed": len(self.steps), "rows": sum(rows for _, rows in self.steps)}
+        if self.steps:
+            result["first_step_s"] = round(self.steps[0][0], 3)
+        later = self.steps[1:]
+        if later:
+            seconds = sum(step for step, _ in later)
+            result["steady_step_s"] = round(statistics.median(step for step, _ in later), 4)
+            result["steady_samples_per_s"] = round(sum(rows for _, rows in later) / seconds, 3) if seconds else None
+            result["first_step_extra_s"] = round(self.steps[0][0] - result["steady_step_s"], 3)
+        if torch.cuda.is_available():
+            peak = torch.cuda.max_memory_allocated()
+            result.update(peak_memory_gib=round(peak / 2**30, 2), peak_memory_gb=round(peak / 1e9, 2))
+        return result
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _batches(trainer) -> dict:
+    """How training batches were formed: rows (fixed) or a token budget (rows vary per batch)."""
+    sampler = trainer.token_batches
+    if sampler is None:
+        return {"by": "rows", "rows": trainer.args.per_device_train_batch_size}
+    return {"by": "tokens", "max_batch_tokens": sampler.max_batch_tokens, "max_rows": sampler.max_rows,
+            "batches_per_epoch": len(sampler), "mean_rows": round(len(sampler.lengths) / len(sampler), 2),
+            "skipped_opening_tokens": sampler.skipped, "padded_tokens_per_epoch": sampler.padded_tokens(),
+            "real_tokens_per_epoch": sum(length - sampler.skipped for length in sampler.lengths)}

@@ -342,6 +342,8 @@ def build_trainer(setup: TrainingSetup, model, *, batch_size: int, grad_accum: i
         model=model, args=args, train_dataset=setup.records.train, eval_dataset=setup.records.val,
         processing_class=setup.tokenizer, peft_config=lora, callbacks=trainer_callbacks + list(setup.callbacks),
         validation=setup.validation, shared_opening=setup.records.opening,
+        # the budget shrinks with the batch on out-of-memory back-off (batch_size halved)
+        max_batch_tokens=config.max_batch_tokens and config.max_batch_tokens * batch_size // config.batch_size,
     )
     trainer.remove_callback(PrinterCallback)  # TrainingProgress logs instead of printing raw dicts
     return trainer

@@ -6,7 +6,9 @@ Three changes, each small:
 - each evaluation also scores the validation split exactly as `hatelens evaluate` does (through the
   scoring function the caller hands in, see ValidationScoring) and reports eval_f1 / eval_roc_auc, so the
   best checkpoint can be chosen by F1;
-- checkpoints hold safetensors and JSON only (checkpoint_state.py): nothing is ever unpickled.
+- checkpoints hold safetensors and JSON only (checkpoint_state.py): nothing is ever unpickled;
+- with `max_batch_tokens`, training batches are bounded by tokens (token_batches.py) instead of rows,
+  and every optimizer step is timed (summary.StepClock: the first step, compilation included, apart).
 
 Under several processes (DDP) `model` is the DistributedDataParallel wrapper: attributes are read from
 `self.accelerator.unwrap_model(model)`, figures are summed over the processes, and only the main process
@@ -26,6 +28,8 @@ from trl import SFTTrainer
 from hatelens.backends.prompts import PromptTemplate
 from hatelens.data.labels import to_int
 from hatelens.training import answer_loss, checkpoint_state
+from hatelens.training.summary import StepClock
+from hatelens.training.token_batches import TokenBudgetBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +61,39 @@ class ValidationScoring:
 class AnswerSFTTrainer(SFTTrainer):
     """SFTTrainer + answer-only logits, validation scoring and pickle-free checkpoints.
 
-    validation: scored at each evaluation (None: validation loss only, no eval_f1).
+    validation: scored at each evaluation (None: validation loss only, no eval_f1). max_batch_tokens: padded
+    tokens per training batch after the shared opening (None: batches of per_device_train_batch_size rows,
+    length-grouped).
     """
 
-    def __init__(self, *args, validation: ValidationScoring | None = None, shared_opening=None, **kwargs):
+    def __init__(self, *args, validation: ValidationScoring | None = None, shared_opening=None,
+                 max_batch_tokens=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.validation = validation
         self.shared_opening = shared_opening or None  # token ids every record starts with (sft_data)
+        self.max_batch_tokens = max_batch_tokens or None
+        self.token_batches: TokenBudgetBatchSampler | None = None  # the sampler of the last training dataloader
+        self.clock = StepClock()
+        self.add_callback(self.clock)
+
+    # -- batches bounded by tokens (token_batches.py) ------------------------------------------------
+    def get_train_dataloader(self):
+        if not self.max_batch_tokens:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        self.token_batches = TokenBudgetBatchSampler(
+            self.train_dataset[self.args.length_column_name], max_batch_tokens=self.max_batch_tokens,
+            max_rows=self._train_batch_size, seed=self.args.data_seed or self.args.seed,
+            skipped=len(self.shared_opening or ()))
+        dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+        loader = DataLoader(dataset, batch_sampler=self.token_batches, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.clock.rows += len(inputs["input_ids"])
+        return super().training_step(model, inputs, num_items_in_batch)
 
     # -- loss on the answer tokens, logits only there (answer_loss.py) --------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
