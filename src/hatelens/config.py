@@ -264,6 +264,16 @@ class LoraConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """The `augment:` section of a training recipe: additions to the training split (data/augment.py)."""
+
+    counterfactual: bool = False  # copy each post naming one group with its identity terms swapped to another
+    neutral_per_group: int = 0  # non-hateful posts naming each group (frames + the split's own normal posts)
+    balance_labels: bool = False  # repeat the rarer label within each group until both labels are as frequent
+    seed: int = 0
+
+
+@dataclass
 class TrainConfig:
     """`hatelens train`: LoRA fine-tuning on the training split, validated each epoch."""
 
@@ -299,3 +309,4 @@ class TrainConfig:
     dequantize_mxfp4: bool = False  # gpt-oss: load MXFP4 weights dequantised to bf16 for training
     trust_remote_code: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # off unless asked
