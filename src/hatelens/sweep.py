@@ -8,11 +8,12 @@ A sweep file names a base training recipe, overrides for every cell, explicit `c
 cell trains with `train()` and is scored on its recipe's *validation* split with `evaluate()`: the
 test split is never read here, so the choice cannot leak into the final numbers.
 
-<output_dir>/<name>/                 (fixed: running the same command again resumes)
-  cells/<config hash>/train/         the cell's training run (resumed from its last checkpoint)
+<output_dir>/
+  cells/<config hash>/train/         a cell's training run (resumed from its last checkpoint)
   cells/<config hash>/validation/    its evaluation run on the validation split
-  cells/<config hash>/cell.json      its row of the table, written last: a finished cell is reused
-  sweep.md, sweep.json               the table, the rule, the winner
+  cells/<config hash>/cell.json      its row of the table, written last: a finished cell is reused by
+                                     every sweep that lists the same configuration (run again: resume)
+  <name>/sweep.md, sweep.json        the table (rewritten after each cell), the rule, the winner
 """
 
 import hashlib
@@ -97,18 +98,27 @@ def run_sweep(config: SweepConfig, *, quick: bool = False, progress: bool = True
     runs.write_yaml(sweep_dir / "sweep.yaml", {**to_dict(config), "quick": quick})
     rows = []
     for number, cell in enumerate(cells, start=1):
-        folder = sweep_dir / "cells" / cell.identity
+        folder = cells_folder(config) / cell.identity
         if (folder / CELL_FILE).is_file():
             logger.info("cell %d/%d %s: finished earlier, reused", number, len(cells), cell.name)
-            rows.append(json.loads((folder / CELL_FILE).read_text()))
-            continue
-        logger.info("cell %d/%d %s: training", number, len(cells), cell.name)
-        rows.append(run_cell(config, cell, folder, train, evaluate, progress))
+            row = json.loads((folder / CELL_FILE).read_text())
+        else:
+            logger.info("cell %d/%d %s: training", number, len(cells), cell.name)
+            row = run_cell(config, cell, folder, train, evaluate, progress)
+        rows.append({**row, "name": cell.name})  # the name this sweep file gives the configuration
+        result = write_table(config, sweep_dir, rows, len(cells), quick)  # a long sweep shows its table as it goes
+    return result
+
+
+def write_table(config: SweepConfig, sweep_dir: Path, rows: list[dict], n_cells: int, quick: bool) -> SweepResult:
     winner, rule_met = pick_winner(rows, config.rule)
     markdown = format_markdown(config, rows, winner, rule_met, quick=quick)
+    if len(rows) < n_cells:
+        markdown += f"\n(partial: {len(rows)} of {n_cells} cells done; the sweep is still running or was stopped)\n"
     runs.write_atomic(sweep_dir / "sweep.md", markdown)
     runs.write_json(sweep_dir / "sweep.json", {"config": to_dict(config), "quick": quick, "rows": rows,
-                                               "winner": winner["name"], "rule_met": rule_met})
+                                               "cells_planned": n_cells, "winner": winner["name"],
+                                               "rule_met": rule_met})
     return SweepResult(sweep_dir=sweep_dir, rows=rows, winner=winner, rule_met=rule_met, markdown=markdown)
 
 
@@ -144,6 +154,11 @@ def sweep_folder(config: SweepConfig, quick: bool) -> Path:
     return Path(config.output_dir) / (f"{config.name}_quick" if quick else config.name)
 
 
+def cells_folder(config: SweepConfig) -> Path:
+    """Shared by every sweep in output_dir: a configuration trained for one sweep is reused by the next."""
+    return Path(config.output_dir) / "cells"
+
+
 def finished_training(container: Path):
     """The TrainResult of a finished training run in `container`, or None."""
     from hatelens.training.train import SUMMARY_FILE, TrainResult
@@ -174,7 +189,7 @@ def plan_cells(config: SweepConfig, *, quick: bool = False) -> list[Cell]:
             raise ConfigError(f"sweep {config.name}: cell {label!r} repeats another cell's configuration; "
                               "remove one of them")
         seen.add(identity)
-        train_config.output_dir = str(sweep_folder(config, quick) / "cells" / identity / "train")
+        train_config.output_dir = str(cells_folder(config) / identity / "train")
         planned.append(Cell(name=label, overrides=merged, config=train_config, identity=identity))
     return planned
 
