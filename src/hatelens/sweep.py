@@ -33,9 +33,10 @@ from hatelens.sweep_table import as_overrides, check_rule, format_markdown, pick
 logger = logging.getLogger(__name__)
 
 CELL_FILE = "cell.json"
-# --quick: every cell trains one optimizer step on 16 rows and is scored on 16 validation rows
+# --quick: every cell trains one optimizer step on 16 rows (no warm-up: that step would have rate 0) and is
+# scored on 16 validation rows
 QUICK_OVERRIDES = {"max_train_samples": 16, "max_val_samples": 16, "epochs": 1, "batch_size": 16, "grad_accum": 1,
-                   "eval_on_start": False, "early_stopping_patience": None, "save_total_limit": 1}
+                   "warmup_ratio": 0.0, "eval_on_start": False, "early_stopping_patience": None, "save_total_limit": 1}
 
 
 @dataclass
