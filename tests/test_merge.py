@@ -1,17 +1,22 @@
 """`hatelens merge`: the merged model scores exactly like base + adapter (tiny random Llama)."""
 
 import json
+import shutil
 
 import pytest
 import torch
+import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hatelens import runs
 from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier
 from hatelens.cli import main
 from hatelens.errors import ConfigError
+from hatelens.evaluation.metrics import compute_metrics
 from hatelens.training.merge import MERGE_INFO, merge_adapter
+from hatelens.training.model_card import card_for_adapter, write_model_card
 
 pytestmark = [
     # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.
@@ -64,3 +69,32 @@ def test_merge_refuses_a_folder_that_is_not_empty(adapter_dir, tmp_path):
     (tmp_path / "taken" / "file.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="exists and is not empty"):
         merge_adapter(str(adapter_dir), str(tmp_path / "taken"))
+
+
+def test_the_merged_model_card_names_base_data_and_per_group_rates(adapter_dir, tmp_path):
+    run = tmp_path / "train_run"
+    shutil.copytree(adapter_dir, run / "adapter")
+    runs.write_json(run / "adapter" / "hatelens_training.json", {"base_model": "smollm2-135m", "template": "compact",
+                                                                 "prompt_sha256": "abc123"})
+    runs.write_json(run / "training_summary.json", {"config": {"train_file": "data/train.jsonl", "lora": {"r": 4}},
+                                                    "n_train": 8, "epochs": [{"epoch": 0, "eval_loss": 0.7}]})
+    evaluation = tmp_path / "20250101T000000Z_finetuned_test"
+    labels, predictions = ["hate", "normal", "normal", "hate"], ["hate", "hate", "normal", "normal"]
+    runs.write_json(evaluation / "metrics.json", compute_metrics(labels, predictions, [0.9, 0.6, 0.2, 0.4],
+                                                                 ["lgbtq", "lgbtq", "mexican", "mexican"],
+                                                                 n_bootstrap=10))
+    card = card_for_adapter(run / "adapter", [evaluation])
+    output = write_model_card(tmp_path / "card", merged=True, **card).read_text()
+    meta = yaml.safe_load(output.split("---\n")[1])
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
+    assert meta["library_name"] == "transformers" and "merged" in meta["tags"]
+    assert "### 20250101T000000Z_finetuned_test" in output
+    assert "| lgbtq | 2 | 0.6667 | 1.0000 | 0.0000 |" in output  # FPR 1/1, FNR 0/1
+    assert "| mexican | 2 | 0.0000 | 0.0000 | 1.0000 |" in output
+    assert "data/train.jsonl (8 examples)" in output
+
+
+def test_merge_writes_the_model_card(adapter_dir, tmp_path):
+    output = merge_adapter(str(adapter_dir), str(tmp_path / "merged_card"))
+    card = (output / "README.md").read_text()
+    assert "library_name: transformers" in card and "## Data licences" in card

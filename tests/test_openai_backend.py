@@ -290,3 +290,67 @@ def test_evaluate_through_llama_cpp_server(llama_cpp_server, mode, tmp_path):
     again = [json.loads(line) for path in (tmp_path / "again").rglob("predictions.jsonl")
              for line in path.read_text().splitlines()]
     assert again == rows and len(list((tmp_path / "cache").rglob("*.json"))) == 8
+
+
+# -- Azure OpenAI: api-key header, api-version query, deployment path --------------------------------
+
+
+class AzureServer:
+    """An Azure-OpenAI-shaped app: answers only at /openai/deployments/<name>/chat/completions with
+    ?api-version= and an api-key header (no Bearer); records what each request carried."""
+
+    def __init__(self):
+        self.requests = []
+        self.app = FastAPI()
+        self.app.post("/openai/deployments/{deployment}/chat/completions")(self.chat)
+
+    async def chat(self, deployment: str, request: Request):
+        self.requests.append({"deployment": deployment, "api_version": request.query_params.get("api-version"),
+                              "api_key": request.headers.get("api-key"),
+                              "authorization": request.headers.get("authorization")})
+        if request.headers.get("api-key") != "az-key":
+            return JSONResponse({"error": {"code": "401", "message": "Access denied due to invalid subscription key"}},
+                                status_code=401)
+        if not request.query_params.get("api-version"):
+            return JSONResponse({"error": {"code": "404", "message": "Resource not found"}}, status_code=404)
+        return JSONResponse(completion("hate", {"hate": 0.8, "normal": 0.2}))
+
+
+def test_azure_openai_sends_api_key_header_api_version_and_deployment_path(monkeypatch, tmp_path):
+    server = AzureServer()
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)
+    with serving(server.app) as url:
+        by_fields = ModelConfig(backend="openai", base_url=url, model="gpt-4o-mini", deployment="prod-4o",
+                                api_version="2024-10-21", cache_dir=str(tmp_path / "a"))
+        with pytest.raises(ModelError, match="HTTP 401: Access denied due to invalid subscription key"):
+            create(by_fields).classify(["x"])
+        monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-key")
+        assert create(by_fields).classify(["x"])[0].score == pytest.approx(0.8)
+        # the whole deployment URL, as the Azure portal shows it; the key from a variable the user named
+        monkeypatch.setenv("MY_AZURE_KEY", "az-key")
+        by_url = ModelConfig(backend="openai", base_url=f"{url}/openai/deployments/other/chat/completions"
+                             "?api-version=2025-01-01-preview", api_key_env="MY_AZURE_KEY", mode="generate",
+                             cache_dir=str(tmp_path / "b"))
+        assert create(by_url).classify(["x"])[0].answer == "hate"
+    assert server.requests == [
+        {"deployment": "prod-4o", "api_version": "2024-10-21", "api_key": None, "authorization": None},
+        {"deployment": "prod-4o", "api_version": "2024-10-21", "api_key": "az-key", "authorization": None},
+        {"deployment": "other", "api_version": "2025-01-01-preview", "api_key": "az-key", "authorization": None},
+    ]
+
+
+def test_azure_flags_on_the_command_line(monkeypatch, tmp_path):
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps({"text": f"post {i}", "label": "hate" if i % 2 else "normal",
+                                        "group": "lgbtq"}) + "\n" for i in range(4)))
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-key")
+    server = AzureServer()
+    with serving(server.app) as url:
+        code = main(["evaluate", "--backend", "openai", "--base-url", url, "--model", "gpt-4o-mini",
+                     "--deployment", "prod", "--api-version", "2024-10-21", "--data", str(data),
+                     "--output-dir", str(tmp_path / "runs"), "--quiet", "n_bootstrap=10",
+                     f"model.cache_dir={tmp_path / 'cache'}"])
+    assert code == 0
+    assert {(r["deployment"], r["api_version"], r["api_key"]) for r in server.requests} == \
+        {("prod", "2024-10-21", "az-key")}
+    assert len(server.requests) == 4

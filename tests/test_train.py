@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
@@ -312,3 +313,21 @@ def test_quick_test_recipe_trains_the_embedded_model(tmp_path):
     assert losses[-1] < losses[0]  # the label word became likelier on held-out rows
     assert json.loads((result.adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "smollm2-135m"
+
+
+def test_the_adapter_carries_a_model_card(llama_run):
+    result, _, _ = llama_run
+    card = (result.adapter_dir / "README.md").read_text()
+    _, front, body = card.split("---\n", 2)
+    meta = yaml.safe_load(front)
+    assert meta["library_name"] == "peft" and meta["license"] == "other"  # a local base model: licence unknown
+    assert {"hatelens", "hate-speech-detection", "lora", "peft"} <= set(meta["tags"])
+    assert "base_model" not in meta  # a local folder is no Hub id
+    for section in ("## Prompt template", "## Training", "### Validation during training", "## Evaluation",
+                    "## Intended use", "## Limitations", "## Data licences"):
+        assert section in body, section
+    assert "`compact` (sha256 " in body and "HateXplain** (Mathew et al., AAAI 2021): CC-BY-4.0" in body
+    epochs = [line.split("|")[1].strip() for line in body.splitlines() if line.startswith("| ") and
+              line.split("|")[1].strip().isdigit()]
+    assert epochs == ["0", "1", "2"]
+    assert "No test evaluation is recorded here yet" in body

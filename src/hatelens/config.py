@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from hatelens import resources
 from hatelens.errors import ConfigError
 
 
@@ -32,7 +33,9 @@ class ModelConfig:
     revision: str | None = None
     # openai-compatible backend
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key (Azure: AZURE_OPENAI_API_KEY)
+    api_version: str | None = None  # Azure OpenAI: the api-version query parameter (e.g. 2024-10-21); turns Azure on
+    deployment: str | None = None  # Azure OpenAI: the deployment name (default: model)
     max_concurrency: int = 8
     timeout_s: float = 60.0
     max_retries: int = 5
@@ -60,6 +63,7 @@ class EvalConfig:
     thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
     target_f1: float = 0.615  # the "target to beat" line of the summary
     n_bootstrap: int = 1000
+    report_to: list[str] | str = "none"  # also log the metrics to: tensorboard | mlflow | wandb | none (or a list)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -140,11 +144,32 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None):
-    """Defaults <- recipe file <- `base` (e.g. CLI flags) <- `key=value` overrides."""
-    values = read_yaml(path) if path else {}
+    """Defaults <- recipe file <- `base` (e.g. CLI flags) <- `key=value` overrides.
+
+    `path` may be a shipped recipe's name (`cpu_small`, `default`). Relative paths inside a user's
+    recipe file start from that file's folder; those in flags and overrides from the current folder.
+    """
+    values = {}
+    if path:
+        kind = RECIPE_KINDS.get(cls.__name__)
+        path = resources.find(kind, path) if kind else Path(path)
+        values = resolve_paths(cls, read_yaml(path), path)
     values = _merge(values, base or {})
     values = apply_overrides(values, overrides or [])
     return from_dict(cls, values, where=str(path) if path else "config")
+
+
+def resolve_paths(cls, values: dict, recipe: Path) -> dict:
+    """The input paths a recipe names (PATH_FIELDS), made relative to the recipe's folder."""
+    resolved = dict(values)
+    types = _field_types(cls)
+    for key, value in values.items():
+        kind = types.get(key)
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            resolved[key] = resolve_paths(kind, value, recipe)
+        elif key in PATH_FIELDS.get(cls.__name__, ()) and isinstance(value, str):
+            resolved[key] = resources.relative_to_recipe(value, recipe)
+    return resolved
 
 
 def _merge(low: dict, high: dict) -> dict:
@@ -250,6 +275,7 @@ class RunConfig:
     suite_samples: int | None = None
     seed: int = 0
     n_bootstrap: int = 1000
+    report_to: list[str] | str = "none"  # every step's metrics and the verdict also go to: tensorboard | mlflow | wandb
 
 
 @dataclass
@@ -308,5 +334,22 @@ class TrainConfig:
     attn_implementation: str | None = None  # e.g. eager (gpt-oss: attention sinks)
     dequantize_mxfp4: bool = False  # gpt-oss: load MXFP4 weights dequantised to bf16 for training
     trust_remote_code: bool = False
+    report_to: list[str] | str = "tensorboard"  # training curves go to: tensorboard | mlflow | wandb | none (or a list)
     lora: LoraConfig = field(default_factory=LoraConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # off unless asked
+
+
+# Which recipe kind a `--config` name is looked up in (resources.KINDS).
+RECIPE_KINDS = {"TrainConfig": "lora", "RunConfig": "run", "CriteriaConfig": "criteria", "SweepConfig": "sweeps"}
+# Input paths a recipe may name; relative ones start from the recipe file's folder (outputs stay in the
+# current folder; `model` is not here: "org/name" is a hub id, not a path).
+PATH_FIELDS = {
+    "ModelConfig": ("adapter", "template", "reference_train"),
+    "EvalConfig": ("data", "thresholds"),
+    "ServeConfig": ("thresholds",),
+    "MonitorConfig": ("reference",),
+    "RunConfig": ("template", "train_recipe", "train_data", "validation_data", "test_data", "criteria",
+                  "functional_suite"),
+    "TrainConfig": ("template", "train_file", "val_file"),
+    "SweepConfig": ("recipe",),  # (hatelens.sweep)
+}

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hatelens import runs
+from hatelens import resources, runs, trackers
 from hatelens.config import EvalConfig, ModelConfig, RunConfig, to_dict
 from hatelens.evaluation.evaluate import EvalResult, evaluate, rethreshold
 
@@ -75,7 +75,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
                                    backend="reference").run_dir
     if config.functional_suite:
         extra_runs["fine-tuned, functional suite"] = steps.evaluate(
-            "09_finetuned_functional_suite", config.functional_suite, config.suite_samples, adapter=adapter,
+            "09_finetuned_functional_suite", str(resources.find("suites", config.functional_suite)),
+            config.suite_samples, adapter=adapter,
             data_format="hatecheck",
         ).run_dir
 
@@ -85,6 +86,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
                                        calibrated=(baseline_calibrated, finetuned_calibrated),
                                        wall_s=time.perf_counter() - started, quick=quick)
     runs.write_json(root / VERDICT, verdict)
+    trackers.log(config.report_to, root, root.name, {"run/passed": float(verdict["passed"]),
+                                                     "run/passed_calibrated": float(verdict["passed_calibrated"])})
     return PipelineResult(run_dir=root, report_html=Path(verdict["report_html"]), passed=verdict["passed"],
                           verdict=verdict)
 
@@ -101,7 +104,8 @@ class Steps:
         model = ModelConfig(model=config.model, adapter=adapter, template=config.template, backend=backend,
                             batch_size=config.batch_size, reference_train=config.train_data)
         eval_config = EvalConfig(data=data, output_dir=str(self.root), name=step, format=data_format,
-                                 max_samples=samples, seed=config.seed, n_bootstrap=config.n_bootstrap, model=model)
+                                 max_samples=samples, seed=config.seed, n_bootstrap=config.n_bootstrap, model=model,
+                                 report_to=config.report_to)
         logger.info("step %s: %s on %s", step, "reference" if backend == "reference" else
                     f"{config.model}{' + adapter' if adapter else ''}", data)
         return evaluate(eval_config, progress=self.progress, run_dir=self.root / step)
@@ -118,8 +122,11 @@ class Steps:
             return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter",
                                summary=json.loads(finished[-1].read_text()))
         config = self.config
+        # TensorBoard in the run folder as always, plus the run's trackers
+        training_trackers = list(dict.fromkeys(["tensorboard", *trackers.parse_report_to(config.report_to)]))
         overrides = [f"model={config.model}", f"template={config.template}", f"train_file={config.train_data}",
                      f"val_file={config.validation_data}", f"output_dir={container}", "name=train",
+                     f"report_to={json.dumps(training_trackers)}",
                      *config.train_overrides]
         train_config = load_config(TrainConfig, config.train_recipe, overrides)
         logger.info("step %s: LoRA fine-tuning with %s", step, config.train_recipe)

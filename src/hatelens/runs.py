@@ -10,7 +10,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from hatelens.data.examples import write_text_atomically
 from hatelens.data.labels import encode_predictions
 from hatelens.errors import DataError
 
@@ -31,15 +31,9 @@ def utc_stamp() -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(staging, path)
+    """Write to a temporary file beside `path`, then rename: readers see the old or the new file, with the
+    umask's usual mode."""
+    write_text_atomically(Path(path), text)
 
 
 def write_json(path: Path, value) -> None:

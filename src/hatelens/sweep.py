@@ -1,7 +1,7 @@
 """`hatelens sweep`: train a list or grid of recipe variants, score each on validation, pick a winner.
 
-    hatelens sweep --config configs/sweeps/quality.yaml          # hours on the 2-core CPU
-    hatelens sweep --config configs/sweeps/quality.yaml --quick  # every cell, one step on 16 rows
+    hatelens sweep --config quality          # configs/sweeps/quality.yaml: hours on the 2-core CPU
+    hatelens sweep --config quality --quick  # every cell, one step on 16 rows
 
 A sweep file names a base training recipe, overrides for every cell, explicit `cells` and/or a `grid`
 (every combination of its axes, crossed with each cell), and the rule that picks the winner. Each
@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hatelens import runs
-from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config, read_yaml, to_dict
+from hatelens import resources, runs
+from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config, to_dict
 from hatelens.errors import ConfigError
 from hatelens.sweep_table import as_overrides, check_rule, format_markdown, pick_winner
 
@@ -56,7 +56,7 @@ class SweepConfig:
 
     name: str = "sweep"
     output_dir: str = "runs/sweeps"
-    recipe: str = "configs/lora/cpu_small.yaml"  # the training recipe every cell starts from
+    recipe: str = "cpu_small"  # the training recipe every cell starts from: a shipped name or a path
     overrides: dict = field(default_factory=dict)  # applied to every cell (dotted keys: lora.r)
     cells: list = field(default_factory=list)  # [{name?, overrides: {...}}]: explicit variants
     grid: dict = field(default_factory=dict)  # key -> list of values: every combination, crossed with each cell
@@ -174,7 +174,7 @@ def finished_training(container: Path):
 def plan_cells(config: SweepConfig, *, quick: bool = False) -> list[Cell]:
     """Every (cell x grid combination), resolved against the recipe; a cell's identity is a hash of its
     resolved training config (so a finished cell is found again however the sweep file lists it)."""
-    read_yaml(config.recipe)  # a missing recipe fails here, naming the file
+    resources.find("lora", config.recipe)  # a missing recipe fails here, naming the shipped ones
     explicit = [_cell_entry(entry, index) for index, entry in enumerate(config.cells)] or [(None, {})]
     axes = [[(key, value) for value in _axis(key, values)] for key, values in config.grid.items()]
     planned, seen = [], set()

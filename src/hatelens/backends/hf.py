@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from hatelens import extras
 from hatelens.backends import models, prompts
 from hatelens.backends.base import Output
 from hatelens.backends.fast_paths import use_gpu_speedups
@@ -243,6 +244,7 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
     use_gpu_speedups(model, inference=True)
     version = source.model_id
     if adapter:
+        extras.require("train", "evaluating a LoRA adapter")
         from peft import PeftModel
 
         version = f"{source.model_id}+adapter:{models.adapter_hash(adapter)}"

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from hatelens import extras
 from hatelens.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -67,11 +68,13 @@ def _gguf_source(alias: str) -> ModelSource:
 def resolve_model(name: str) -> ModelSource:
     """Turn what a user typed into a ModelSource; nothing is loaded yet."""
     if name in GGUF_ALIASES:
+        extras.require("gguf", f"model {name} (a GGUF file)")
         return _gguf_source(name)
     if name in HUB_ALIASES:
         return ModelSource(name, HUB_ALIASES[name])
     path = Path(name)
     if path.suffix == ".gguf":
+        extras.require("gguf", f"model {name}")
         if not path.is_file():
             raise ModelError(f"GGUF file {name} not found")
         return ModelSource(path.stem, str(path.parent), path.name)

@@ -17,6 +17,12 @@ message. Every successful response is cached on disk as JSON, keyed by the SHA-2
 request body, so running the same evaluation again sends nothing. The API key is read from the
 environment variable named by `api_key_env`; without it no Authorization header is sent (a local
 server needs none).
+
+Azure OpenAI (classic resource endpoints) is the same API behind another address: the key goes in
+an `api-key` header, the path names a deployment (/openai/deployments/<deployment>/chat/completions)
+and every request carries `?api-version=`. It is on when `api_version` is set or the URL has an
+api-version query; the deployment comes from `deployment`, the URL's path, or else the model name.
+The key then defaults to AZURE_OPENAI_API_KEY.
 """
 
 import hashlib
@@ -30,6 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -55,12 +62,14 @@ class OpenAICompatClassifier:
     def __init__(self, base_url: str, model: str, template: prompts.PromptTemplate, *, mode: str = "score",
                  api_key: str | None = None, max_concurrency: int = 8, timeout_s: float = 60.0,
                  max_retries: int = 5, max_new_tokens: int = 16, reasoning_effort: str | None = None,
-                 cache_dir: str | Path | None = None, backoff_s: float = 1.0):
+                 cache_dir: str | Path | None = None, backoff_s: float = 1.0, api_version: str | None = None,
+                 deployment: str | None = None):
         if mode not in ("score", "generate"):
             raise ConfigError(f"unknown mode {mode!r}; choose score or generate")
         if max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url, self._headers = chat_endpoint(base_url, api_key=api_key, api_version=api_version,
+                                                deployment=deployment or model)
         self.model = model
         self.template = template
         self.mode = mode
@@ -72,7 +81,6 @@ class OpenAICompatClassifier:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.backoff_s = backoff_s
         self.model_version = f"{model}@{base_url.rstrip('/')}"
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._label_prefixes = {label: word.strip().lower() for label, word in template.label_words.items()}
 
     # -- public ---------------------------------------------------------------------------------
@@ -208,6 +216,24 @@ class OpenAICompatClassifier:
         return f"{self.url} answered HTTP {response.status_code}: {_server_message(response)}; {hint}"
 
 
+def chat_endpoint(base_url: str, *, api_key: str | None, api_version: str | None = None,
+                  deployment: str | None = None) -> tuple[str, dict]:
+    """(URL of the chat-completions endpoint, auth headers), OpenAI style or Azure OpenAI style."""
+    parts = urlsplit(base_url.strip())
+    query = dict(parse_qsl(parts.query))
+    api_version = api_version or query.get("api-version")
+    base = urlunsplit(parts._replace(query="")).rstrip("/").removesuffix("/chat/completions")
+    if not api_version:
+        return base + "/chat/completions", ({"Authorization": f"Bearer {api_key}"} if api_key else {})
+    if "/openai/deployments/" not in base:
+        if not deployment:
+            raise ConfigError("Azure OpenAI needs a deployment: set model.deployment, or a base URL ending in "
+                              "/openai/deployments/<deployment>")
+        base = f"{base}/openai/deployments/{quote(deployment, safe='')}"
+    return f"{base}/chat/completions?api-version={quote(api_version, safe='')}", \
+        ({"api-key": api_key} if api_key else {})
+
+
 def _server_message(response: httpx.Response) -> str:
     """The error message inside an OpenAI-style error body, else the start of the body."""
     try:
@@ -230,9 +256,12 @@ def _retry_after_s(response: httpx.Response) -> float | None:
 def create(config) -> OpenAICompatClassifier:
     if not config.base_url:
         raise ConfigError("--backend openai needs --base-url, for example http://127.0.0.1:8000/v1")
-    api_key = os.environ.get(config.api_key_env) or None
+    azure = bool(config.api_version) or "api-version=" in config.base_url
+    key_env = "AZURE_OPENAI_API_KEY" if azure and config.api_key_env == "OPENAI_API_KEY" else config.api_key_env
+    api_key = os.environ.get(key_env) or None
     cache_dir = Path(config.cache_dir) if config.cache_dir else models.cache_dir() / "api_responses"
     return OpenAICompatClassifier(
         config.base_url, config.model, prompts.load_template(config.template), mode=config.mode, api_key=api_key,
         max_concurrency=config.max_concurrency, timeout_s=config.timeout_s, max_retries=config.max_retries,
-        max_new_tokens=config.max_new_tokens, reasoning_effort=config.reasoning_effort, cache_dir=cache_dir)
+        max_new_tokens=config.max_new_tokens, reasoning_effort=config.reasoning_effort, cache_dir=cache_dir,
+        api_version=config.api_version, deployment=config.deployment)

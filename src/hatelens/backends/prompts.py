@@ -13,10 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from hatelens import resources
 from hatelens.data.labels import HATE, LABELS, NORMAL
 from hatelens.errors import ConfigError
 
-PROMPTS_DIR = Path(__file__).resolve().parents[3] / "configs" / "prompts"
+PROMPTS_DIR = resources.package_root() / "configs" / "prompts"  # the shipped templates
 HARMONY_FINAL = "<|channel|>final<|message|>"  # gpt-oss: the answer lives in the final channel
 JSON_OPENING = '{"classification": "'
 FEW_SHOT_POOL = "data/train.jsonl"  # k-shot examples are drawn from the training split, never validation or test
@@ -72,13 +73,12 @@ class PromptTemplate:
 
 
 def load_template(name_or_path: str) -> PromptTemplate:
-    """A template by name (configs/prompts/<name>.yaml) or by path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROMPTS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")))
-        raise ConfigError(f"prompt template {name_or_path!r} not found; shipped templates: {shipped}, or pass a YAML path")
+    """A template by name (a shipped one: baseline, compact, policy_persona) or by path."""
+    try:
+        path = resources.find("prompts", name_or_path)
+    except ConfigError:
+        raise ConfigError(f"prompt template {name_or_path!r} not found; shipped templates: "
+                          f"{', '.join(resources.shipped('prompts'))}, or pass a YAML path") from None
     source = path.read_text(encoding="utf-8")
     values = yaml.safe_load(source)
     required = {"name", "user", "label_words"}
@@ -106,16 +106,17 @@ def load_template(name_or_path: str) -> PromptTemplate:
 
 
 def draw_few_shot(spec: dict, where: Path) -> tuple[FewShot, ...]:
-    """`few_shot: {k: 8, seed: 0}`: k examples of the training split (`from`, default data/train.jsonl),
-    spread evenly over the label x group strata (seeded; a stratum short of posts gives its share to the
-    others), in a seeded order. max_chars: leave out longer posts (each shot lengthens every prompt)."""
+    """`few_shot: {k: 8, seed: 0}`: k examples of the training split (`from`; default data/train.jsonl in
+    the current folder), spread evenly over the label x group strata (seeded; a stratum short of posts
+    gives its share to the others), in a seeded order. max_chars: leave out longer posts."""
     from hatelens.data import load_examples
 
     unknown = sorted(set(spec) - FEW_SHOT_KEYS)
     if unknown or not isinstance(spec.get("k"), int) or spec["k"] < 1:
         raise ConfigError(f"{where}: few_shot needs k (a positive integer) and takes {', '.join(sorted(FEW_SHOT_KEYS))}"
                           f"{'; unknown: ' + ', '.join(unknown) if unknown else ''}, got {spec}")
-    pool_path = Path(spec.get("from", FEW_SHOT_POOL))
+    # `from` in a user's template starts from the template's folder (as paths in recipes do)
+    pool_path = Path(resources.relative_to_recipe(spec["from"], where) if "from" in spec else FEW_SHOT_POOL)
     if not pool_path.is_file():
         raise ConfigError(f"{where}: few_shot draws from {pool_path}, which is not there; run `hatelens data split` "
                           "or set few_shot.from to the training split")

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hatelens import trackers
 from hatelens.cli.options import add_overrides
 from hatelens.errors import DataError
 
@@ -24,6 +25,8 @@ def register(subparsers) -> None:
     compare.add_argument("baseline_run")
     compare.add_argument("finetuned_run")
     compare.add_argument("--criteria", help="criteria YAML (default: the seed's, configs/criteria/default.yaml)")
+    compare.add_argument("--report-to", "--report_to", dest="report_to", nargs="+", default=["none"],
+                         help="also log the verdict to: tensorboard | mlflow | wandb | none")
     compare.add_argument("--output-dir", "--output_dir", dest="output_dir",
                          help="where comparison.json, cases.csv and the report go (default: a new folder beside "
                               "the baseline run)")
@@ -76,6 +79,9 @@ def run_compare(args: argparse.Namespace) -> int:
     result = compare(args.baseline_run, args.finetuned_run, criteria=load_criteria(args.criteria, args.overrides),
                      training_summary=training_summary, output_dir=args.output_dir,
                      n_bootstrap=args.n_bootstrap, seed=args.seed)
+    trackers.log(args.report_to, result.output_dir, result.output_dir.name,
+                 trackers.comparison_figures(result.comparison, result.passed),
+                 params={"baseline_run": args.baseline_run, "finetuned_run": args.finetuned_run})
     print((result.output_dir / "summary.txt").read_text(encoding="utf-8"), end="")
     written = ["comparison.json", "cases.csv", "summary.txt"]
     if args.report:

@@ -21,11 +21,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", "--base_url", dest="base_url", help="openai backend: server URL")
     group.add_argument("--max-concurrency", "--max_concurrency", dest="max_concurrency", type=int)
     group.add_argument("--api-key-env", dest="api_key_env", help="name of the variable holding the API key")
+    group.add_argument("--api-version", "--api_version", dest="api_version",
+                       help="Azure OpenAI: api-version (e.g. 2024-10-21); key from AZURE_OPENAI_API_KEY")
+    group.add_argument("--deployment", help="Azure OpenAI: deployment name (default: --model)")
     group.add_argument("--reasoning-effort", dest="reasoning_effort", choices=("low", "medium", "high"))
 
 
 MODEL_KEYS = ("model", "adapter", "backend", "mode", "template", "batch_size", "max_new_tokens", "device", "dtype",
-              "trust_remote_code", "base_url", "max_concurrency", "api_key_env", "reasoning_effort")
+              "trust_remote_code", "base_url", "max_concurrency", "api_key_env", "reasoning_effort", "api_version",
+              "deployment")
 
 
 def model_values(args: argparse.Namespace) -> dict:

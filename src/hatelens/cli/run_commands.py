@@ -2,6 +2,7 @@
 
 import argparse
 
+from hatelens import extras
 from hatelens.cli.options import add_overrides
 from hatelens.config import RunConfig, load_config
 
@@ -20,6 +21,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    extras.require("train", "hatelens run (it fine-tunes)")
     from hatelens.pipeline import quick_config, run_pipeline
 
     config = load_config(RunConfig, args.config, args.overrides)

@@ -43,6 +43,9 @@ def _values(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from hatelens import extras
+
+    extras.require("serve", "hatelens serve")
     import uvicorn
 
     from hatelens.backends import BACKENDS, create_backend

@@ -10,7 +10,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sweep", help=summary,
         description=summary + ". Re-run the same command after an interruption: finished cells are reused.")
-    parser.add_argument("--config", required=True, help="sweep file (configs/sweeps/*.yaml)")
+    parser.add_argument("--config", required=True, help="sweep file: a shipped name (quality, quick) or a path")
     parser.add_argument("--quick", action="store_true",
                         help="every cell trains one step on 16 rows and is scored on 16: checks the sweep in minutes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

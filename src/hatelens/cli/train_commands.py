@@ -2,6 +2,7 @@
 
 import argparse
 
+from hatelens import extras
 from hatelens.cli.options import add_overrides
 from hatelens.config import TrainConfig, load_config
 
@@ -48,6 +49,8 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="base model (default: the one named in the adapter's config)")
     parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16")
     parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
+    parser.add_argument("--evaluation", action="append", default=[], metavar="RUN_DIR",
+                        help="an evaluation run of the adapter whose metrics go into the model card (repeatable)")
     parser.set_defaults(handler=run_merge)
 
 
@@ -60,6 +63,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    extras.require("train", "hatelens train")
     from hatelens.training.train import train
 
     config = build_config(args)
@@ -78,15 +82,19 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"  epoch {row['epoch']}: {figures}")
     for warning in summary["warnings"]:
         print(f"Warning:  {warning}")
-    print(f"Wrote:    {result.run_dir}/  (adapter/, training_summary.json, train.log, tensorboard/)")
+    print(f"Wrote:    {result.run_dir}/  (adapter/ with its README.md model card, training_summary.json, "
+          "train.log, tensorboard/)")
     print(f"Next:     hatelens evaluate --model {result.adapter_dir} --template {config.template} "
           "--data data/unified/unified_test.json")
     return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    extras.require("train", "hatelens merge")
     from hatelens.training.merge import merge_adapter
 
-    output = merge_adapter(args.adapter, args.output, model=args.model, dtype=args.dtype, device=args.device)
-    print(f"Wrote:  {output}/  (model.safetensors, config.json, tokenizer; load it with --model {output})")
+    output = merge_adapter(args.adapter, args.output, model=args.model, dtype=args.dtype, device=args.device,
+                           evaluation_runs=args.evaluation)
+    print(f"Wrote:  {output}/  (model.safetensors, config.json, tokenizer, README.md model card; "
+          f"load it with --model {output})")
     return 0

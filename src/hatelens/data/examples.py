@@ -272,16 +272,29 @@ def write_jsonl(examples: Sequence[Example], path: str | Path) -> None:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write UTF-8 text to a temporary file beside `path`, then rename it over `path`."""
+    """Write UTF-8 text to a temporary file beside `path`, then rename it over `path`: readers see the
+    old file or the new one. The file gets the mode any new file would (0666 less the umask), not the
+    temporary file's 0600, so other users, web servers and containers can read reports."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}."
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=prefix, delete=False) as file:
         file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
     try:
+        os.chmod(file.name, 0o666 & ~current_umask())
         os.replace(file.name, path)
     except OSError:
         os.unlink(file.name)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def file_sha256(path: str | Path) -> str:

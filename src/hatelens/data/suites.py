@@ -12,11 +12,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from hatelens import resources
 from hatelens.config import read_yaml
 from hatelens.errors import ConfigError
 from hatelens.runs import write_atomic
 
-SUITE_TEMPLATES = Path("suites/functional/templates.yaml")
+SUITE_TEMPLATES = Path("suites/functional/templates.yaml")  # the shipped suite (resources: from any folder)
 SUITE_CSV = Path("suites/functional/hatelens_functional.csv")
 CSV_COLUMNS = ("case_id", "functionality", "test_case", "label_gold", "target_ident")
 GOLD_LABELS = ("hateful", "non-hateful")
@@ -36,7 +37,7 @@ class Case:
 
 def build_suite(templates_path: str | Path = SUITE_TEMPLATES) -> list[Case]:
     """Every case of a suite YAML, in file order: functionality, then group, then template, then identity."""
-    path = Path(templates_path)
+    path = resources.find("suites", templates_path)
     spec = read_yaml(path)
     identities = _identities(spec, path)
     functionalities = spec.get("functionalities")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from hatelens import data, runs
+from hatelens import data, runs, trackers
 from hatelens.backends import create_backend, prompts
 from hatelens.config import EvalConfig, from_dict, to_dict
 from hatelens.data import suites
@@ -122,6 +122,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     run_dir: a fixed folder (the pipeline's steps) instead of a new timestamped one; a finished folder
     is returned as it is, an unfinished one resumed.
     """
+    trackers.parse_report_to(config.report_to)  # a typo fails now, not after the scoring
     examples, warnings = load_eval_examples(config)
     template = prompts.load_template(config.model.template) if config.model.backend != "reference" else None
     if template:
@@ -194,6 +195,9 @@ def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConf
         summary += "\n" + suites.format_functionality(functionality)
     runs.write_atomic(run_dir / "summary.txt", summary)
     runs.write_json(run_dir / DONE_FILE, result)  # written last: its presence marks the run finished
+    trackers.log(config.report_to, run_dir, run_dir.name, trackers.evaluation_figures(result),
+                 params={"data": config.data, "model": config.model.model, "adapter": config.model.adapter,
+                         "template": config.model.template, "n": result["n"]})
     return EvalResult(run_dir=run_dir, metrics=result, summary=summary, resumed_rows=run_info.get("resumed_rows", 0))
 
 

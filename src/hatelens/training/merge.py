@@ -13,6 +13,7 @@ from pathlib import Path
 from hatelens import runs
 from hatelens.backends import models
 from hatelens.errors import ConfigError
+from hatelens.training.model_card import card_for_adapter, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,9 @@ MERGE_INFO = "hatelens_merge.json"
 
 
 def merge_adapter(adapter_dir: str, output_dir: str, *, model: str | None = None, dtype: str = "auto",
-                  device: str = "cpu") -> Path:
-    """Write base + adapter, merged, to output_dir (written beside it first, then renamed into place)."""
+                  device: str = "cpu", evaluation_runs: list[str] = ()) -> Path:
+    """Write base + adapter, merged, to output_dir (written beside it first, then renamed into place), with a
+    model card (README.md) carrying the training summary and the metrics of `evaluation_runs`."""
     from peft import PeftModel
 
     output = Path(output_dir)
@@ -40,6 +42,7 @@ def merge_adapter(adapter_dir: str, output_dir: str, *, model: str | None = None
     tokenizer.save_pretrained(staging)
     runs.write_json(staging / MERGE_INFO, {"base_model": base, "adapter": str(adapter_dir),
                                             "adapter_sha256": models.adapter_hash(adapter_dir)})
+    write_model_card(staging, merged=True, **card_for_adapter(adapter_dir, evaluation_runs, base_model=base))
     if output.exists():
         output.rmdir()
     staging.replace(output)

@@ -39,7 +39,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig
 
-from hatelens import data, runs
+from hatelens import data, runs, trackers
 from hatelens.backends import models, prompts
 from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import pick_device, pick_dtype
@@ -48,6 +48,7 @@ from hatelens.errors import ConfigError, ModelError
 from hatelens.process_team import broadcast, process_team
 from hatelens.training import records as sft_data
 from hatelens.training.callbacks import TrainingProgress
+from hatelens.training.model_card import write_model_card
 from hatelens.training.summary import BEST_METRICS, build_summary
 from hatelens.training.trainer import AnswerSFTTrainer, last_checkpoint
 
@@ -105,6 +106,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False, c
                 "note": f"evaluate with the same template: hatelens evaluate --model <this folder> --template "
                         f"{config.template}",
             })
+            write_model_card(adapter_dir, base_model=config.model, template=config.template,
+                             prompt_sha256=template.hash, training=summary)
             for warning in summary["warnings"]:
                 logger.warning("%s", warning)
             runs.write_json(run_dir / SUMMARY_FILE, summary)
@@ -198,6 +201,7 @@ def fit_with_memory_backoff(config: TrainConfig, source, tokenizer, records: Rec
 
 
 def check_config(config: TrainConfig) -> None:
+    trackers.parse_report_to(config.report_to)
     if config.best_metric not in BEST_METRICS:
         raise ConfigError(f"best_metric {config.best_metric!r}: choose one of {', '.join(BEST_METRICS)}")
     if config.dtype == "float16":
@@ -279,7 +283,9 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, val
         bf16=model.dtype == torch.bfloat16, use_cpu=pick_device(config.device) == "cpu",
         activation_checkpointing=config.gradient_checkpointing,  # (transformers' new name for it)
         max_length=None,  # records are checked against max_length_tokens instead of being cut
-        report_to="none", disable_tqdm=True,  # TensorBoard and the progress bar are added below
+        # TensorBoard (into the run folder) and the progress bar are added below; other trackers by TRL's name
+        report_to=[name for name in trackers.parse_report_to(config.report_to) if name != "tensorboard"] or "none",
+        disable_tqdm=True,
         dataloader_num_workers=0,
         router_aux_loss_coef=0.0,  # MoE (gpt-oss): the router is frozen under LoRA; no load-balancing loss
     )
@@ -289,7 +295,7 @@ def build_trainer(config: TrainConfig, model, tokenizer, train_set, val_set, val
         bias="none", task_type="CAUSAL_LM",
     )
     trainer_callbacks = [TrainingProgress(show_bar=progress)]
-    if main:  # the writer makes its events file at once: one process writes TensorBoard
+    if main and "tensorboard" in trackers.parse_report_to(config.report_to):  # one process writes TensorBoard
         trainer_callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR))))
     if config.early_stopping_patience:
         trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
