@@ -292,6 +292,16 @@ class LoraConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """The `augment:` section of a training recipe: additions to the training split (data/augment.py)."""
+
+    counterfactual: bool = False  # copy each post naming one group with its identity terms swapped to another
+    neutral_per_group: int = 0  # non-hateful posts naming each group (frames + the split's own normal posts)
+    balance_labels: bool = False  # repeat the rarer label within each group until both labels are as frequent
+    seed: int = 0
+
+
+@dataclass
 class TrainConfig:
     """`hatelens train`: LoRA fine-tuning on the training split, validated each epoch."""
 
@@ -331,10 +341,11 @@ class TrainConfig:
     trust_remote_code: bool = False
     report_to: list[str] | str = "tensorboard"  # training curves go to: tensorboard | mlflow | wandb | none (or a list)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # off unless asked
 
 
 # Which recipe kind a `--config` name is looked up in (resources.KINDS).
-RECIPE_KINDS = {"TrainConfig": "lora", "RunConfig": "run", "CriteriaConfig": "criteria"}
+RECIPE_KINDS = {"TrainConfig": "lora", "RunConfig": "run", "CriteriaConfig": "criteria", "SweepConfig": "sweeps"}
 # Input paths a recipe may name; relative ones start from the recipe file's folder (outputs stay in the
 # current folder; `model` is not here: "org/name" is a hub id, not a path).
 PATH_FIELDS = {
@@ -345,4 +356,5 @@ PATH_FIELDS = {
     "RunConfig": ("template", "train_recipe", "train_data", "validation_data", "test_data", "criteria",
                   "functional_suite"),
     "TrainConfig": ("template", "train_file", "val_file"),
+    "SweepConfig": ("recipe",),  # (hatelens.sweep)
 }

@@ -19,6 +19,7 @@ KINDS = {
     "run": ("configs/run", ".yaml"),
     "criteria": ("configs/criteria", ".yaml"),
     "accelerate": ("configs/accelerate", ".yaml"),
+    "sweeps": ("configs/sweeps", ".yaml"),
     "suites": ("configs/suites/functional", ".yaml"),
 }
 # the repository's folder names -> their place inside the package

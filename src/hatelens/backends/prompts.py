@@ -6,7 +6,10 @@ feeds evaluation and training, so a fine-tuned model is scored on exactly the te
 """
 
 import hashlib
+import random
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -17,6 +20,8 @@ from hatelens.errors import ConfigError
 PROMPTS_DIR = resources.package_root() / "configs" / "prompts"  # the shipped templates
 HARMONY_FINAL = "<|channel|>final<|message|>"  # gpt-oss: the answer lives in the final channel
 JSON_OPENING = '{"classification": "'
+FEW_SHOT_POOL = "data/train.jsonl"  # k-shot examples are drawn from the training split, never validation or test
+FEW_SHOT_KEYS = {"k", "seed", "from", "max_chars"}
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,12 @@ class PromptTemplate:
     example_format: str | None = None
     few_shot: tuple = ()
     source: str = ""  # the YAML text, hashed into run manifests
+    drawn: bool = False  # few_shot was drawn (`few_shot: {k: 8, seed: 0}`): the draw is hashed too
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.source.encode("utf-8")).hexdigest()[:16]
+        drawn = "".join(f"\n{shot.id}\t{shot.label}\t{shot.text}" for shot in self.few_shot) if self.drawn else ""
+        return hashlib.sha256((self.source + drawn).encode("utf-8")).hexdigest()[:16]
 
     def messages(self, text: str) -> list[dict]:
         """The chat messages for one post."""
@@ -86,15 +93,48 @@ def load_template(name_or_path: str) -> PromptTemplate:
     answer_format = values.get("answer_format", "word")
     if answer_format not in ("word", "json"):
         raise ConfigError(f"{path}: answer_format must be word or json, got {answer_format!r}")
-    few_shot = tuple(FewShot(**shot) for shot in values.get("few_shot") or ())
+    spec = values.get("few_shot") or ()
+    few_shot = draw_few_shot(spec, path) if isinstance(spec, dict) else tuple(FewShot(**shot) for shot in spec)
     if few_shot and "{examples}" not in values["user"]:
         raise ConfigError(f"{path}: has few_shot examples but no {{examples}} slot in user")
     return PromptTemplate(
         name=values["name"], system=values.get("system", ""), user=values["user"],
         answer_prefix=values.get("answer_prefix", ""), answer_format=answer_format,
         label_words=dict(words), example_format=values.get("example_format", "Post: {text}\nAnswer: {label}"),
-        few_shot=few_shot, source=source,
+        few_shot=few_shot, source=source, drawn=isinstance(spec, dict),
     )
+
+
+def draw_few_shot(spec: dict, where: Path) -> tuple[FewShot, ...]:
+    """`few_shot: {k: 8, seed: 0}`: k examples of the training split (`from`; default data/train.jsonl in
+    the current folder), spread evenly over the label x group strata (seeded; a stratum short of posts
+    gives its share to the others), in a seeded order. max_chars: leave out longer posts."""
+    from hatelens.data import load_examples
+
+    unknown = sorted(set(spec) - FEW_SHOT_KEYS)
+    if unknown or not isinstance(spec.get("k"), int) or spec["k"] < 1:
+        raise ConfigError(f"{where}: few_shot needs k (a positive integer) and takes {', '.join(sorted(FEW_SHOT_KEYS))}"
+                          f"{'; unknown: ' + ', '.join(unknown) if unknown else ''}, got {spec}")
+    # `from` in a user's template starts from the template's folder (as paths in recipes do)
+    pool_path = Path(resources.relative_to_recipe(spec["from"], where) if "from" in spec else FEW_SHOT_POOL)
+    if not pool_path.is_file():
+        raise ConfigError(f"{where}: few_shot draws from {pool_path}, which is not there; run `hatelens data split` "
+                          "or set few_shot.from to the training split")
+    strata = defaultdict(list)
+    for example in load_examples(pool_path).examples:
+        if len(example.text) <= spec.get("max_chars", len(example.text)):
+            strata[(example.label, example.group)].append(example)
+    rng = random.Random(spec.get("seed", 0))
+    queues = [rng.sample(strata[key], len(strata[key])) for key in sorted(strata)]
+    chosen = []
+    while len(chosen) < spec["k"] and any(queues):
+        for queue in rng.sample(queues, len(queues)):
+            if queue and len(chosen) < spec["k"]:
+                chosen.append(queue.pop())
+    if len(chosen) < spec["k"]:
+        raise ConfigError(f"{where}: few_shot k={spec['k']} but {pool_path} has only {len(chosen)} eligible posts")
+    rng.shuffle(chosen)
+    return tuple(FewShot(id=example.id, text=example.text, label=example.label) for example in chosen)
 
 
 def is_harmony(tokenizer) -> bool:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "hatelens.cli.compare_commands",
     "hatelens.cli.train_commands",
     "hatelens.cli.run_commands",
+    "hatelens.cli.sweep_commands",
 )
 
 EXIT_USAGE = 2

@@ -8,12 +8,35 @@ training never sees a token boundary that scoring does not. No EOS follows the a
 never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall 6).
 """
 
+import logging
 import os
 
 from hatelens.backends import prompts
-from hatelens.data import Example
+from hatelens.config import AugmentConfig
+from hatelens.data import Example, augment, normalize_text
 from hatelens.errors import DataError
 from hatelens.training.answer_loss import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+
+def training_examples(examples: list[Example], template: prompts.PromptTemplate,
+                      settings: AugmentConfig) -> list[Example]:
+    """The examples to train on: without the template's few-shot posts (a record would show its own
+    answer in its prompt), plus the augmentation the recipe asks for (data/augment.py)."""
+    shown = {normalize_text(shot.text) for shot in template.few_shot}
+    kept = [example for example in examples if normalize_text(example.text) not in shown]
+    if len(kept) < len(examples):
+        logger.info("%d training example(s) left out: the template shows them as few-shot examples",
+                    len(examples) - len(kept))
+    if not (settings.counterfactual or settings.neutral_per_group or settings.balance_labels):
+        return kept
+    augmented, counts = augment.augment(kept, counterfactual=settings.counterfactual,
+                                        neutral_per_group=settings.neutral_per_group,
+                                        balance_labels=settings.balance_labels, seed=settings.seed)
+    logger.info("augmentation: %d training examples -> %d (%s)", len(kept), len(augmented),
+                ", ".join(f"{name} +{count}" for name, count in counts.items()))
+    return augmented
 
 
 def prompt_ids(template: prompts.PromptTemplate, text: str, tokenizer) -> list[int]:

@@ -92,6 +92,7 @@ def train(config: TrainConfig, *, score_texts: TextScorer | None = None, progres
         resume_from = last_checkpoint(run_dir / CHECKPOINTS_DIR) if resume else None
         logger.info("run folder %s%s", run_dir, f" (resuming from {resume_from.name})" if resume_from else "")
         template = prompts.load_template(config.template)
+        train_examples = sft_data.training_examples(train_examples, template, config.augment)
         if main:
             write_run_files(run_dir, config, identity, template, train_examples, val_examples)
 

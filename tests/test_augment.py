@@ -1,0 +1,104 @@
+"""Counterfactual identity swaps, neutral statements and label balance (data/augment.py), and the
+training path that applies them (training/records.py)."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from hatelens.backends import prompts
+from hatelens.config import AugmentConfig
+from hatelens.data import Example, augment
+from hatelens.training import records
+
+
+def example(index: int, text: str, label: str = "hate", group: str = "lgbtq") -> Example:
+    return Example(id=f"row{index}", text=text, label=label, group=group, source="test")
+
+
+def test_swap_replaces_each_slot_and_keeps_capitals():
+    rng = random.Random(0)
+    text = augment.swap_identity("Mexicans ruin mexico, every MEXICAN knows it", "mexican", "middle_east", rng)
+    plural, adjective, place = (augment.TERMS["middle_east"][slot] for slot in ("plural", "adjective", "place"))
+    words = text.split(" ruin ")
+    assert words[0] in {term[:1].upper() + term[1:] for term in plural}
+    assert any(words[1].startswith(term + ",") for term in place)
+    assert any(text.endswith(f"every {term.upper()} knows it") for term in adjective)
+
+
+def test_swap_matches_the_longest_term_and_whole_words_only():
+    rng = random.Random(0)
+    swapped = augment.swap_identity("gay people and a gay bar, not gaylord", "lgbtq", "mexican", rng)
+    assert "people" not in swapped  # "gay people" is one plural term
+    assert swapped.endswith(", not gaylord")
+    assert augment.swap_identity("nothing to see", "lgbtq", "mexican", rng) is None
+
+
+def test_a_slot_the_target_lacks_is_not_swapped():
+    assert augment.swap_identity("go back to mexico", "mexican", "lgbtq", random.Random(0)) is None
+
+
+def test_counterfactual_copies_keep_the_label_and_move_the_group():
+    rows = [example(0, "i hate gays", "hate"), example(1, "gay people are lovely", "normal"),
+            example(2, "gays and muslims", "normal"),  # names two groups: not copied
+            example(3, "no identity here", "normal"), example(4, "arabs everywhere", "hate", "middle_east")]
+    copies = augment.counterfactual_copies(rows, seed=0)
+    assert [copy.id for copy in copies] == ["row0~cf-" + copies[0].group, "row1~cf-" + copies[1].group,
+                                            "row4~cf-" + copies[2].group]
+    assert [copy.label for copy in copies] == ["hate", "normal", "hate"]
+    assert copies[0].group != "lgbtq" and copies[2].group != "middle_east"
+    for copy in copies:
+        assert augment.groups_named(copy.text) == {copy.group}
+    assert augment.counterfactual_copies(rows, seed=0) == copies  # seeded
+
+
+def test_neutral_statements_name_their_group_and_are_normal():
+    rows = [example(index, f"the weather is nice today {index}", "normal", "mexican") for index in range(5)]
+    made = augment.neutral_statements(rows, 10, seed=0)
+    assert Counter(row.group for row in made) == {"lgbtq": 10, "mexican": 10, "middle_east": 10}
+    assert {row.label for row in made} == {"normal"}
+    for row in made:
+        assert row.group in augment.groups_named(row.text)
+    introduced = [row for row in made if "the weather is nice today" in row.text]
+    assert len(introduced) == 15  # every second statement wraps one of the split's own posts
+
+
+def test_balance_makes_both_labels_equally_frequent_in_each_group():
+    rows = ([example(index, f"h{index}", "hate") for index in range(2)] +
+            [example(10 + index, f"n{index}", "normal") for index in range(5)] +
+            [example(20, "m", "hate", "mexican"), example(21, "m2", "normal", "mexican")])
+    repeats = augment.balance_labels_per_group(rows, seed=0)
+    assert Counter((row.label, row.group) for row in repeats) == {("hate", "lgbtq"): 3}
+    assert len({row.id for row in rows + repeats}) == len(rows) + len(repeats)
+
+
+def test_augment_drops_additions_that_repeat_a_training_text():
+    rows = [example(0, "i hate gays", "hate"), example(1, "i hate queers", "hate")]
+    result, counts = augment.augment(rows, counterfactual=True, neutral_per_group=0, balance_labels=False, seed=0)
+    texts = [row.text for row in result]
+    assert len(texts) == len(set(texts))
+    assert result[:2] == rows and counts == {"counterfactual": len(result) - 2}
+
+
+def test_training_examples_leave_out_shots_and_apply_augmentation(tmp_path):
+    path = tmp_path / "shots.yaml"
+    path.write_text('name: shots\nuser: "{examples}\\nPost: {text}"\nlabel_words: {hate: " hate", normal: " normal"}\n'
+                    'few_shot:\n  - {id: s1, text: "I hate gays", label: hate}\n')
+    template = prompts.load_template(str(path))
+    rows = [example(0, "i hate gays ", "hate"), example(1, "gay people are lovely", "normal")]
+    assert records.training_examples(rows, template, AugmentConfig()) == rows[1:]
+    augmented = records.training_examples(rows, template, AugmentConfig(counterfactual=True, neutral_per_group=2))
+    assert augmented[0] == rows[1] and len(augmented) == 1 + 1 + 6
+
+
+# PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_train_with_augmentation_trains_on_the_added_rows(tiny_llama_dir, tmp_path):
+    from test_train import tiny_config
+
+    from hatelens.training.train import train
+
+    config = tiny_config(tiny_llama_dir, tmp_path, "epochs=1", "eval_on_start=false", "augment.neutral_per_group=2",
+                         "augment.balance_labels=true")
+    result = train(config, progress=False)
+    assert result.summary["n_train"] == 8 + 6 + 6  # 8 rows, 2 neutral per group, their normals balanced by hate
