@@ -74,7 +74,8 @@ def stream(command: list[str], log_path: Path, timeout_s: float) -> dict:
 def pipeline_run(args, results: Results) -> None:
     root = Path(args.work) / "runs"
     command = [sys.executable, "-m", "hatelens", "run", "--config", RUN_CONFIG, "--quiet", f"model={args.model}",
-               f"output_dir={root}", "name=gpu"]
+               f"output_dir={root}", "name=gpu",
+               "reference=false"]  # the MiniLM reference's model package is not on the GPU machine (nothing to fetch)
     if args.quick:  # (not `--quick`: its recipe trains the embedded model on a CPU)
         command += ["validation_samples=60", "test_samples=120", "suite_samples=60", "n_bootstrap=200",
                     "train_overrides=[max_train_samples=256, max_val_samples=64, epochs=1]"]
