@@ -11,7 +11,15 @@ from pathlib import Path
 
 import yaml
 
+from hatelens.data.labels import GROUPS
 from hatelens.errors import ConfigError
+
+# Defaults several stages share, named once.
+DEFAULT_THRESHOLD = 0.5  # score >= this is "hate" unless calibrated thresholds say otherwise
+DEFAULT_MAX_GROUP_FPR = 0.35  # the seed's LGBTQ+ FPR criterion; also the calibration cap
+N_BOOTSTRAP = 1000  # resamples behind every bootstrap interval
+CONFIDENCE = 0.95  # of every bootstrap interval
+TARGET_F1 = 0.615  # the "target to beat" line of an evaluation summary
 
 
 @dataclass
@@ -56,10 +64,10 @@ class EvalConfig:
     skip_empty_texts: bool = False  # drop rows with empty text (recorded as a warning) instead of failing
     max_samples: int | None = None  # a seeded sample stratified by label x group
     seed: int = 0
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
-    target_f1: float = 0.615  # the "target to beat" line of the summary
-    n_bootstrap: int = 1000
+    target_f1: float = TARGET_F1  # the "target to beat" line of the summary
+    n_bootstrap: int = N_BOOTSTRAP
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -180,10 +188,10 @@ class ServeConfig:
     port: int = 8000
     db: str = "predictions.sqlite"  # SQLite prediction log (WAL mode)
     thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
-    threshold: float = 0.5  # used when no thresholds file is given
+    threshold: float = DEFAULT_THRESHOLD  # used when no thresholds file is given
     log_text: bool = False  # store the texts themselves in the log, not only their SHA-256
     api_key_env: str = "HATELENS_API_KEY"  # when this variable is set, requests need "Authorization: Bearer <key>"
-    metric_groups: str = "lgbtq,mexican,middle_east"  # groups named in /metrics; others count as "other"
+    metric_groups: str = ",".join(GROUPS)  # groups named in /metrics; others count as "other"
     limits: ServeLimits = field(default_factory=ServeLimits)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -208,7 +216,7 @@ class MonitorConfig:
 class GroupFprCaps:
     """The fine-tuned model's FPR must stay below each group's cap (None: that group is not checked)."""
 
-    lgbtq: float | None = 0.35  # the seed's LGBTQ+ criterion
+    lgbtq: float | None = DEFAULT_MAX_GROUP_FPR  # the seed's LGBTQ+ criterion
     mexican: float | None = None
     middle_east: float | None = None
 
@@ -241,7 +249,7 @@ class RunConfig:
     validation_data: str = "data/validation.jsonl"
     test_data: str = "data/unified/unified_test.json"
     calibration: str = "f1"  # thresholds picked on validation scores: f1 | max_group_fpr | equalize_fpr
-    max_group_fpr: float = 0.35  # the cap when calibration is max_group_fpr
+    max_group_fpr: float = DEFAULT_MAX_GROUP_FPR  # the cap when calibration is max_group_fpr
     criteria: str = "configs/criteria/default.yaml"
     reference: bool = True  # also score the MiniLM + logistic-regression reference on the test split
     functional_suite: str | None = "suites/functional/hatelens_functional.csv"
@@ -249,7 +257,7 @@ class RunConfig:
     test_samples: int | None = None
     suite_samples: int | None = None
     seed: int = 0
-    n_bootstrap: int = 1000
+    n_bootstrap: int = N_BOOTSTRAP
 
 
 @dataclass

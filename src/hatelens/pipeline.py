@@ -10,7 +10,6 @@ step it stopped in (and evaluation steps resume inside themselves). The test spl
 after training and calibration are done: nothing in it influences a choice.
 """
 
-import hashlib
 import json
 import logging
 import time
@@ -44,7 +43,7 @@ def quick_config(config: RunConfig) -> RunConfig:
 def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = False) -> PipelineResult:
     """Walk every step; return where the report is and whether every criterion passed."""
     started = time.perf_counter()
-    identity = hashlib.sha256(json.dumps({**to_dict(config), "quick": quick}, sort_keys=True).encode()).hexdigest()[:16]
+    identity = runs.config_hash(config, quick=quick)
     root = runs.find_unfinished(Path(config.output_dir), identity, VERDICT)
     if root is None:
         root = runs.new_run_dir(Path(config.output_dir), f"run_{config.name}")
@@ -80,8 +79,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
         ).run_dir
 
     verdict = steps.compare_and_report("10_comparison", baseline_test, finetuned_test, train_result, reference,
-                                       extra_runs, [thresholds["baseline"].thresholds,
-                                                    thresholds["finetuned"].thresholds],
+                                       extra_runs, [thresholds["baseline"].details,
+                                                    thresholds["finetuned"].details],
                                        calibrated=(baseline_calibrated, finetuned_calibrated),
                                        wall_s=time.perf_counter() - started, quick=quick)
     runs.write_json(root / VERDICT, verdict)

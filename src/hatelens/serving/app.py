@@ -32,9 +32,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from hatelens.backends.base import Classifier
 from hatelens.config import ServeLimits
 from hatelens.data import UNKNOWN_GROUP, normalize_group
-from hatelens.data.labels import normalize_label
+from hatelens.data.labels import GROUPS, normalize_label
 from hatelens.errors import DataError
-from hatelens.evaluation.evaluate import decide
+from hatelens.evaluation.thresholds import Thresholds
 from hatelens.serving.batching import Job, MicroBatcher
 from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 
@@ -88,19 +88,19 @@ class ServerMetrics:
 
 
 def create_app(classifier: Classifier | None = None, *, loader: Callable[[], Classifier] | None = None,
-               thresholds: dict, db_path: str, api_key_env: str = "HATELENS_API_KEY",
+               thresholds: Thresholds, db_path: str, api_key_env: str = "HATELENS_API_KEY",
                limits: ServeLimits = ServeLimits(), log_text: bool = False,
-               metric_groups: Sequence[str] = ("lgbtq", "mexican", "middle_east")) -> FastAPI:
+               metric_groups: Sequence[str] = GROUPS) -> FastAPI:
     """The app. Give a loaded `classifier`, or a `loader` that builds one after the server starts
     (then /healthz says 503 until it is ready).
 
-    thresholds: {"threshold": t, "per_group": {group: t}} (evaluate.load_thresholds).
+    thresholds: how a score becomes a label (thresholds.load_thresholds reads a calibrate file).
     """
     if (classifier is None) == (loader is None):
         raise ValueError("give exactly one of classifier and loader")
     prediction_log = PredictionLog(db_path)
     metrics = ServerMetrics.create()
-    named_groups = {*metric_groups, *thresholds["per_group"], UNKNOWN_GROUP}
+    named_groups = {*metric_groups, *thresholds.per_group, UNKNOWN_GROUP}
     api_key = os.environ.get(api_key_env) or None
     state = {"classifier": classifier, "load_error": None}
 
@@ -117,7 +117,9 @@ def create_app(classifier: Classifier | None = None, *, loader: Callable[[], Cla
             answers = []
             for position, (text, group) in enumerate(zip(job.texts, job.groups)):
                 output = next(outputs)
-                label, threshold = decide(output.score, output.answer, group, thresholds)
+                label, threshold = output.answer, None  # generate mode: the parsed answer
+                if output.score is not None:
+                    label, threshold = thresholds.decide([output.score], [group])[0], thresholds.for_group(group)
                 prediction = Prediction(
                     id=f"{job.request_id}-{position}", request_id=job.request_id, position=position,
                     created_utc=now, text_sha256=text_sha256(text), text=text if log_text else None, group=group,
