@@ -106,14 +106,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     classifier = classifier or create_backend(config.model.backend, config.model)
     run_dir, done = _shared_run_dir(config, run_dir, team)
     if _is_main(team):
-        runs.write_yaml(run_dir / "config.yaml", to_dict(config))
-        runs.write_json(run_dir / "manifest.json", runs.manifest(
-            step="evaluate", config_hash=identity, model_version=classifier.model_version,
-            mode=classifier.mode, data_file=str(config.data), data_sha256=data.file_sha256(config.data),
-            examples_sha256=data.examples_hash(examples), n_examples=len(examples),
-            prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
-            thresholds=thresholds.to_dict(), data_warnings=warnings,
-        ))
+        _write_config_and_manifest(run_dir, config, identity, classifier, examples, template, thresholds, warnings)
     started = time.perf_counter()
     _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress, team)
     if not _gather_predictions(run_dir, examples, team):  # another process of a team: the main one finishes
@@ -129,6 +122,19 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     if team is not None:
         team.wait_for_everyone()  # the others read metrics.json once it is written
     return result
+
+
+def _write_config_and_manifest(run_dir: Path, config: EvalConfig, identity: str, classifier, examples, template,
+                               thresholds: Thresholds, warnings: list[str]) -> None:
+    """config.yaml (what ran) and manifest.json (what it ran on), before the first prediction."""
+    runs.write_yaml(run_dir / "config.yaml", to_dict(config))
+    runs.write_json(run_dir / "manifest.json", runs.manifest(
+        step="evaluate", config_hash=identity, model_version=classifier.model_version,
+        mode=classifier.mode, data_file=str(config.data), data_sha256=data.file_sha256(config.data),
+        examples_sha256=data.examples_hash(examples), n_examples=len(examples),
+        prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
+        thresholds=thresholds.to_dict(), data_warnings=warnings,
+    ))
 
 
 def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConfig) -> EvalResult:
