@@ -102,6 +102,10 @@ def _coerce(value, kind, where: str):
         if type(None) in typing.get_args(kind):
             return None
         raise ConfigError(f"{where}: may not be empty")
+    if typing.get_origin(kind) in (dict, list):  # a mapping or list whose entries the stage checks itself
+        if isinstance(value, typing.get_origin(kind)):
+            return value
+        raise ConfigError(f"{where}: expected a {typing.get_origin(kind).__name__}, got {value!r}")
     allowed = [t for t in (typing.get_args(kind) or (kind,)) if t is not type(None)]
     origin_allowed = [typing.get_origin(t) or t for t in allowed]
     if float in origin_allowed and isinstance(value, int) and not isinstance(value, bool):
@@ -213,15 +217,6 @@ class MonitorConfig:
 
 
 @dataclass
-class GroupFprCaps:
-    """The fine-tuned model's FPR must stay below each group's cap (None: that group is not checked)."""
-
-    lgbtq: float | None = DEFAULT_MAX_GROUP_FPR  # the seed's LGBTQ+ criterion
-    mexican: float | None = None
-    middle_east: float | None = None
-
-
-@dataclass
 class CriteriaConfig:
     """`hatelens compare --criteria`: what "fine-tuning worked" means (configs/criteria/default.yaml)."""
 
@@ -230,7 +225,9 @@ class CriteriaConfig:
     finetuned_f1_min: float | None = 0.620  # the fine-tuned F1 must reach this; None: not checked
     improvement_f1_min: float | None = 0.005  # ΔF1 must reach this AND McNemar p < significance_alpha
     significance_alpha: float = 0.05
-    group_fpr_max: GroupFprCaps = field(default_factory=GroupFprCaps)
+    # the fine-tuned model's FPR must stay below each group's cap (None: not checked); the seed caps LGBTQ+ only
+    group_fpr_max: dict[str, float | None] = field(
+        default_factory=lambda: {group: DEFAULT_MAX_GROUP_FPR if group == "lgbtq" else None for group in GROUPS})
     validation_loss_must_improve: bool = True  # last validation loss of training < its first
 
 

@@ -23,13 +23,16 @@ def load_criteria(path: str | Path | None = None, overrides: list[str] | None = 
 
 def validate_criteria(values: dict, *, where: str = "criteria") -> dict:
     """A complete, checked criteria mapping (defaults filled in); ConfigError naming a bad value."""
+    caps = values.get("group_fpr_max")
+    if isinstance(caps, dict):  # a group not named keeps its default cap, as any other key would
+        values = {**values, "group_fpr_max": {**CriteriaConfig().group_fpr_max, **caps}}
     criteria = from_dict(CriteriaConfig, values, where=where)
     if criteria.baseline_f1_tolerance < 0:
         raise ConfigError(f"{where}: baseline_f1_tolerance {criteria.baseline_f1_tolerance} must be 0 or more")
     if not 0 < criteria.significance_alpha < 1:
         raise ConfigError(f"{where}: significance_alpha {criteria.significance_alpha} must be between 0 and 1")
-    for group, cap in to_dict(criteria.group_fpr_max).items():
-        if cap is not None and not 0 <= cap <= 1:
+    for group, cap in criteria.group_fpr_max.items():
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 <= cap <= 1):
             raise ConfigError(f"{where}: group_fpr_max.{group} is {cap!r}; give an FPR cap between 0 and 1 (or null)")
     return to_dict(criteria)
 
