@@ -45,26 +45,26 @@ def test_f1_threshold_is_the_best_and_evaluate_reproduces_its_f1(validation, tmp
     y_true, scores, _ = arrays(validation["run"])
     # every distinct decision: "hate from this score up", for each score, and "nothing is hate"
     best = max(binary_rates(y_true, (scores >= t).astype(int))["f1"] or 0 for t in [*scores, np.inf])
-    assert result.thresholds["validation_f1"] == pytest.approx(best)
-    assert result.thresholds["f1_cost"] == 0
-    assert result.thresholds["per_group"] == {}
-    assert result.thresholds["validation_f1"] > result.thresholds["run_f1"]  # better than the 0.5 it was run at
+    assert result.details["validation_f1"] == pytest.approx(best)
+    assert result.details["f1_cost"] == 0
+    assert result.details["per_group"] == {}
+    assert result.details["validation_f1"] > result.details["run_f1"]  # better than the 0.5 it was run at
     applied = apply(result.path, validation, tmp_path)
-    assert applied["f1"] == pytest.approx(result.thresholds["validation_f1"])
-    assert applied["run"]["thresholds"]["threshold"] == result.thresholds["threshold"]
+    assert applied["f1"] == pytest.approx(result.details["validation_f1"])
+    assert applied["run"]["thresholds"]["threshold"] == result.details["threshold"]
 
 
 def test_group_fpr_cap_holds_in_every_group(validation, tmp_path):
     result = calibrate(validation["run"], objective="max_group_fpr", max_group_fpr=0.05,
                        output_path=tmp_path / "capped.json")
-    thresholds = result.thresholds
+    thresholds = result.details
     applied = apply(result.path, validation, tmp_path)
     for group in GROUPS:
         assert applied["per_group"][group]["fpr"] <= 0.05
         assert thresholds["validation_per_group"][group]["fpr"] == applied["per_group"][group]["fpr"]
     assert applied["f1"] == pytest.approx(thresholds["validation_f1"])
     assert thresholds["f1_cost"] == pytest.approx(thresholds["unconstrained_f1"] - thresholds["validation_f1"])
-    unconstrained = calibrate(validation["run"], objective="f1", output_path=tmp_path / "f1.json").thresholds
+    unconstrained = calibrate(validation["run"], objective="f1", output_path=tmp_path / "f1.json").details
     assert max(entry["fpr"] for entry in unconstrained["validation_per_group"].values()) > 0.05  # the cap binds
     # at least as good as the best single threshold that meets the cap in every group
     y_true, scores, groups = arrays(validation["run"])
@@ -78,15 +78,15 @@ def test_group_fpr_cap_holds_in_every_group(validation, tmp_path):
 
 def test_equalized_fpr_brings_group_fprs_together(validation, tmp_path):
     result = calibrate(validation["run"], objective="equalize_fpr", output_path=tmp_path / "equal.json")
-    fprs = [entry["fpr"] for entry in result.thresholds["validation_per_group"].values()]
+    fprs = [entry["fpr"] for entry in result.details["validation_per_group"].values()]
     y_true, _, groups = arrays(validation["run"])
     smallest_group_normals = min(int(np.sum((groups == g) & (y_true == 0))) for g in GROUPS)
     assert max(fprs) - min(fprs) <= 1 / smallest_group_normals + 1e-12  # one row of the smallest group
-    assert set(result.thresholds["per_group"]) == set(GROUPS)
+    assert set(result.details["per_group"]) == set(GROUPS)
     # the cost is measured against the best single threshold; per-group thresholds may even beat it
-    assert result.thresholds["f1_cost"] == pytest.approx(
-        result.thresholds["unconstrained_f1"] - result.thresholds["validation_f1"])
-    assert "ThresholdOptimizer" in result.thresholds["method"]
+    assert result.details["f1_cost"] == pytest.approx(
+        result.details["unconstrained_f1"] - result.details["validation_f1"])
+    assert "ThresholdOptimizer" in result.details["method"]
 
 
 def test_a_test_split_run_is_refused(tmp_path):

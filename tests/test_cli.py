@@ -73,4 +73,4 @@ def test_help_lists_the_commands():
     listed = {line.split()[0] for line in result.stdout.split("COMMAND\n", 1)[1].split("\n\n")[0].splitlines()
               if line.startswith("    ") and not line.startswith("     ")}
     assert {"data", "baseline", "evaluate", "doctor", "train", "merge", "serve", "monitor", "compare", "calibrate",
-            "report", "suite", "run"} <= listed
+            "report", "suite", "run", "sweep"} <= listed

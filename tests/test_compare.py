@@ -154,3 +154,10 @@ def test_unknown_criterion_is_a_config_error():
 
 def test_default_criteria_file_holds_the_dataclass_defaults():
     assert load_criteria("configs/criteria/default.yaml") == load_criteria(None)
+
+
+def test_group_caps_are_data_and_a_named_cap_keeps_the_others():
+    criteria = load_criteria(None, ["group_fpr_max.mexican=0.4", "group_fpr_max.women=0.2"])
+    assert criteria["group_fpr_max"] == {"lgbtq": 0.35, "mexican": 0.4, "middle_east": None, "women": 0.2}
+    with pytest.raises(ConfigError, match="group_fpr_max.lgbtq is 'high'; give an FPR cap between 0 and 1"):
+        load_criteria(None, ["group_fpr_max.lgbtq=high"])

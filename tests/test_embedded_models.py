@@ -1,5 +1,7 @@
 """The real embedded models (installed by `make setup`): slow, except one smoke test CI runs."""
 
+import json
+
 import pytest
 
 from hatelens.config import EvalConfig, ModelConfig
@@ -25,4 +27,6 @@ def test_generate_mode_answers_are_parsed_or_counted_invalid(tmp_path, model):
                         n_bootstrap=20, model=ModelConfig(model=model, mode="generate", max_new_tokens=5))
     result = evaluate(config, progress=False)
     assert result.metrics["n"] == 6
-    assert result.metrics["n_valid"] + result.metrics["n_invalid"] == 6
+    rows = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert all(row["score"] is None and row["prediction"] in ("hate", "normal", None) for row in rows)
+    assert result.metrics["n_invalid"] == sum(row["prediction"] is None for row in rows)

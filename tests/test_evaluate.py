@@ -92,6 +92,39 @@ def test_interrupted_run_resumes_and_ends_with_the_same_numbers(dataset, tmp_pat
     scores = {row["id"]: row["score"] for row in read_predictions(resumed.run_dir / "predictions.jsonl").values()}
     expected = {row["id"]: row["score"] for row in read_predictions(whole.run_dir / "predictions.jsonl").values()}
     assert scores == expected
+    assert resumed.metrics["ci"] == whole.metrics["ci"]  # bootstrap resamples rows by position: same order
+    for run in (whole, resumed):  # batches run shortest first, but the finished file is in data order
+        assert file_ids(run.run_dir) == DATA_ORDER
+
+
+def file_ids(run_dir):
+    return [json.loads(line)["id"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+DATA_ORDER = [f"row{index}" for index in range(36)]
+
+
+def test_a_crash_after_the_last_batch_resumes_to_the_same_run(dataset, tmp_path, classifier, monkeypatch):
+    from hatelens.evaluation import evaluate as evaluate_module
+
+    whole = evaluate(make_config(dataset, tmp_path / "whole"), classifier=classifier, progress=False)
+    config = make_config(dataset, tmp_path / "crashed")
+    finish_run = evaluate_module.finish_run
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "finish_run", crash)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config, classifier=classifier, progress=False)
+    (crashed,) = (tmp_path / "crashed").iterdir()
+    assert file_ids(crashed) == DATA_ORDER and not (crashed / "metrics.json").exists()
+    monkeypatch.setattr(evaluate_module, "finish_run", finish_run)
+    resumed = evaluate(config, classifier=Interrupting(classifier, calls=0), progress=False)  # nothing to score
+    assert resumed.run_dir == crashed and resumed.resumed_rows == 36
+    assert {key: resumed.metrics[key] for key in ("f1", "fpr", "fnr", "roc_auc", "ci")} == {
+        key: whole.metrics[key] for key in ("f1", "fpr", "fnr", "roc_auc", "ci")}
+    assert file_ids(resumed.run_dir) == DATA_ORDER
 
 
 def test_finished_run_is_not_overwritten(dataset, tmp_path, classifier):
@@ -102,7 +135,7 @@ def test_finished_run_is_not_overwritten(dataset, tmp_path, classifier):
 
 def test_per_group_thresholds_decide_predictions(dataset, tmp_path, classifier):
     thresholds = tmp_path / "thresholds.json"
-    thresholds.write_text(json.dumps({"threshold": 0.0, "per_group": {"lgbtq": 1.01}}))
+    thresholds.write_text(json.dumps({"threshold": 0.0, "per_group": {"lgbtq": 1.0}}))
     result = evaluate(make_config(dataset, tmp_path / "runs", thresholds=str(thresholds)),
                       classifier=classifier, progress=False)
     for row in read_predictions(result.run_dir / "predictions.jsonl").values():
@@ -136,7 +169,9 @@ def test_rethreshold_equals_scoring_again_with_the_thresholds(dataset, tmp_path,
     plain = evaluate(make_config(dataset, tmp_path / "plain"), classifier=classifier, progress=False)
     rescored = evaluate(make_config(dataset, tmp_path / "rescored", thresholds=str(thresholds)),
                         classifier=classifier, progress=False)
+    dataset.unlink()  # the scores and their order come from the run folder alone
     moved = rethreshold(plain.run_dir, str(thresholds), tmp_path / "moved")
-    for key in ("f1", "fpr", "fnr", "accuracy", "roc_auc"):
+    for key in ("f1", "fpr", "fnr", "accuracy", "roc_auc", "ci", "per_group"):
         assert moved.metrics[key] == rescored.metrics[key]
+    assert file_ids(moved.run_dir) == DATA_ORDER
     assert moved.metrics["run"]["rethresholded_from"] == str(plain.run_dir)

@@ -14,9 +14,12 @@ from hatelens.evaluation.metrics import (
     binary_rates,
     bootstrap_ci,
     compute_metrics,
+    counts_at_thresholds,
     encode_predictions,
     mcnemar_exact,
     paired_bootstrap_delta,
+    rate_metric,
+    rates_from_counts,
 )
 
 # Ten rows, two groups. Group "b" has no hate rows. None = an invalid answer.
@@ -273,3 +276,49 @@ def test_paired_bootstrap_delta_within_groups():
     assert result["delta"] == pytest.approx(-0.5)
     assert result["n_skipped"] == 0  # group a keeps its two rows, both normal, in every resample
     assert result["ci"][0] == pytest.approx(-1.0) and result["ci"][1] == pytest.approx(0.0)
+
+
+# ---- the vectorised rate core equals scikit-learn / Fairlearn (binary_rates) ----
+
+RATES = ("accuracy", "precision", "recall", "f1", "fpr", "fnr")
+
+
+def _random_pairs(seed: int):
+    """Random 0/1 arrays of many sizes, including the degenerate ones: empty, one class, nothing predicted."""
+    rng = np.random.default_rng(seed)
+    pairs = [(np.array([], dtype=int), np.array([], dtype=int)), (np.zeros(5, int), np.zeros(5, int)),
+             (np.ones(4, int), np.zeros(4, int)), (np.zeros(4, int), np.ones(4, int)), (np.ones(3, int), np.ones(3, int))]
+    for _ in range(200):
+        size = int(rng.integers(1, 30))
+        pairs.append((rng.integers(0, 2, size), (rng.random(size) < rng.random()).astype(int)))
+    return pairs
+
+
+def _as_none(value):
+    return None if np.isnan(value) else pytest.approx(float(value), abs=1e-12)
+
+
+def test_rates_from_counts_equal_scikit_learn_on_random_and_degenerate_arrays():
+    pairs = _random_pairs(seed=3)
+    counts = np.array([[np.sum((t == 1) & (p == 1)), np.sum((t == 0) & (p == 1)), np.sum((t == 0) & (p == 0)),
+                        np.sum((t == 1) & (p == 0))] for t, p in pairs])
+    rates = rates_from_counts(*counts.T)  # all pairs at once, element by element
+    for index, (y_true, y_pred) in enumerate(pairs):
+        expected = binary_rates(y_true, y_pred)
+        assert {name: _as_none(rates[name][index]) for name in RATES} == expected, (y_true, y_pred)
+        for name in RATES:  # the bootstrap's scalar form too
+            assert _as_none(rate_metric(name)(y_true, y_pred)) == expected[name]
+    assert any(np.isnan(rates["f1"])) and any(np.isnan(rates["fpr"])) and any(np.isnan(rates["fnr"]))
+
+
+def test_counts_at_thresholds_equal_thresholding_each_time():
+    rng = np.random.default_rng(0)
+    y_true, scores = rng.integers(0, 2, 40), rng.random(40)
+    thresholds = np.array([0.0, *np.sort(scores)[::7], 1.01])
+    counts = counts_at_thresholds(y_true, scores, thresholds)
+    for index, threshold in enumerate(thresholds):
+        predicted = (scores >= threshold).astype(int)
+        f1 = f1_score(y_true, predicted, zero_division=np.nan)
+        assert rates_from_counts(**{name: value[index] for name, value in counts.items()})["f1"] == (
+            pytest.approx(f1) if not np.isnan(f1) else pytest.approx(np.nan, nan_ok=True))
+    assert counts["tp"][0] == y_true.sum() and counts["tp"][-1] == 0 and counts["fp"][-1] == 0

@@ -39,7 +39,8 @@ def test_run_walks_every_step_and_writes_a_report(run_config):
         assert (result.run_dir / step).is_dir(), step
     assert result.report_html.is_file()
     verdict = json.loads((result.run_dir / "verdict.json").read_text())
-    assert verdict["passed"] == result.passed
+    comparison = json.loads((result.run_dir / "10_comparison" / "comparison.json").read_text())
+    assert verdict["passed"] == comparison["passed"] == all(c["status"] != "FAIL" for c in comparison["criteria"])
     names = {criterion["name"] for criterion in verdict["criteria"]}
     assert len(names) >= 4
     thresholds = json.loads((result.run_dir / "03_finetuned_validation" / "thresholds.json").read_text())

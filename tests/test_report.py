@@ -44,9 +44,9 @@ def report(tiny_llama_dir, tmp_path_factory):
     md_path, html_path = write_report(folder / "cmp", result.comparison, baseline, finetuned, TRAINING,
                                       reference_run=reference,
                                       extra_runs={"fine-tuned, calibrated": calibrated, "functional suite": suite},
-                                      calibrations=[calibration.thresholds], notes=["Pipeline wall time: 1.0 min."])
+                                      calibrations=[calibration.details], notes=["Pipeline wall time: 1.0 min."])
     return {"md": md_path, "html": html_path, "comparison": result.comparison, "folder": folder, "test": test,
-            "calibration": calibration.thresholds,
+            "calibration": calibration.details,
             "baseline": baseline, "finetuned": finetuned}
 
 

@@ -14,10 +14,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier
 from hatelens.config import ServeLimits
+from hatelens.evaluation.thresholds import Thresholds
 from hatelens.serving.app import create_app
 from hatelens.serving.prediction_log import PredictionLog
 
-THRESHOLDS = {"threshold": 0.5, "per_group": {"lgbtq": 0.25}}
+THRESHOLDS = Thresholds(threshold=0.5, per_group={"lgbtq": 0.25})
 TEXTS = ["first post", "a second, longer post about people", "third"]
 
 

@@ -12,7 +12,15 @@ from pathlib import Path
 import yaml
 
 from hatelens import resources
+from hatelens.data.labels import GROUPS
 from hatelens.errors import ConfigError
+
+# Defaults several stages share, named once.
+DEFAULT_THRESHOLD = 0.5  # score >= this is "hate" unless calibrated thresholds say otherwise
+DEFAULT_MAX_GROUP_FPR = 0.35  # the seed's LGBTQ+ FPR criterion; also the calibration cap
+N_BOOTSTRAP = 1000  # resamples behind every bootstrap interval
+CONFIDENCE = 0.95  # of every bootstrap interval
+TARGET_F1 = 0.615  # the "target to beat" line of an evaluation summary
 
 
 @dataclass
@@ -60,10 +68,10 @@ class EvalConfig:
     skip_empty_texts: bool = False  # drop rows with empty text (recorded as a warning) instead of failing
     max_samples: int | None = None  # a seeded sample stratified by label x group
     seed: int = 0
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
-    target_f1: float = 0.615  # the "target to beat" line of the summary
-    n_bootstrap: int = 1000
+    target_f1: float = TARGET_F1  # the "target to beat" line of the summary
+    n_bootstrap: int = N_BOOTSTRAP
     report_to: list[str] | str = "none"  # also log the metrics to: tensorboard | mlflow | wandb | none (or a list)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -99,6 +107,10 @@ def _coerce(value, kind, where: str):
         if type(None) in typing.get_args(kind):
             return None
         raise ConfigError(f"{where}: may not be empty")
+    if typing.get_origin(kind) in (dict, list):  # a mapping or list whose entries the stage checks itself
+        if isinstance(value, typing.get_origin(kind)):
+            return value
+        raise ConfigError(f"{where}: expected a {typing.get_origin(kind).__name__}, got {value!r}")
     allowed = [t for t in (typing.get_args(kind) or (kind,)) if t is not type(None)]
     origin_allowed = [typing.get_origin(t) or t for t in allowed]
     if float in origin_allowed and isinstance(value, int) and not isinstance(value, bool):
@@ -206,10 +218,10 @@ class ServeConfig:
     port: int = 8000
     db: str = "predictions.sqlite"  # SQLite prediction log (WAL mode)
     thresholds: str | None = None  # thresholds.json from `hatelens calibrate`
-    threshold: float = 0.5  # used when no thresholds file is given
+    threshold: float = DEFAULT_THRESHOLD  # used when no thresholds file is given
     log_text: bool = False  # store the texts themselves in the log, not only their SHA-256
     api_key_env: str = "HATELENS_API_KEY"  # when this variable is set, requests need "Authorization: Bearer <key>"
-    metric_groups: str = "lgbtq,mexican,middle_east"  # groups named in /metrics; others count as "other"
+    metric_groups: str = ",".join(GROUPS)  # groups named in /metrics; others count as "other"
     limits: ServeLimits = field(default_factory=ServeLimits)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -231,15 +243,6 @@ class MonitorConfig:
 
 
 @dataclass
-class GroupFprCaps:
-    """The fine-tuned model's FPR must stay below each group's cap (None: that group is not checked)."""
-
-    lgbtq: float | None = 0.35  # the seed's LGBTQ+ criterion
-    mexican: float | None = None
-    middle_east: float | None = None
-
-
-@dataclass
 class CriteriaConfig:
     """`hatelens compare --criteria`: what "fine-tuning worked" means (configs/criteria/default.yaml)."""
 
@@ -248,7 +251,9 @@ class CriteriaConfig:
     finetuned_f1_min: float | None = 0.620  # the fine-tuned F1 must reach this; None: not checked
     improvement_f1_min: float | None = 0.005  # ΔF1 must reach this AND McNemar p < significance_alpha
     significance_alpha: float = 0.05
-    group_fpr_max: GroupFprCaps = field(default_factory=GroupFprCaps)
+    # the fine-tuned model's FPR must stay below each group's cap (None: not checked); the seed caps LGBTQ+ only
+    group_fpr_max: dict[str, float | None] = field(
+        default_factory=lambda: {group: DEFAULT_MAX_GROUP_FPR if group == "lgbtq" else None for group in GROUPS})
     validation_loss_must_improve: bool = True  # last validation loss of training < its first
 
 
@@ -268,7 +273,7 @@ class RunConfig:
     validation_data: str = "data/validation.jsonl"
     test_data: str = "data/unified/unified_test.json"
     calibration: str = "f1"  # thresholds picked on validation scores: f1 | max_group_fpr | equalize_fpr
-    max_group_fpr: float = 0.35  # the cap when calibration is max_group_fpr
+    max_group_fpr: float = DEFAULT_MAX_GROUP_FPR  # the cap when calibration is max_group_fpr
     criteria: str = "configs/criteria/default.yaml"
     reference: bool = True  # also score the MiniLM + logistic-regression reference on the test split
     functional_suite: str | None = "suites/functional/hatelens_functional.csv"
@@ -276,7 +281,7 @@ class RunConfig:
     test_samples: int | None = None
     suite_samples: int | None = None
     seed: int = 0
-    n_bootstrap: int = 1000
+    n_bootstrap: int = N_BOOTSTRAP
     report_to: list[str] | str = "none"  # every step's metrics and the verdict also go to: tensorboard | mlflow | wandb
 
 

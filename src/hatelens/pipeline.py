@@ -12,7 +12,6 @@ training and calibration are done: nothing in it influences a choice.
 """
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -115,7 +114,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
 def open_run_folder(config: RunConfig, quick: bool) -> Path:
     """The unfinished run of this very config (to resume), or a new folder with its config and manifest."""
     recorded = {**to_dict(config), "quick": quick}
-    identity = hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:16]
+    identity = runs.config_hash(config, quick=quick)
     root = runs.find_unfinished(Path(config.output_dir), identity, VERDICT)
     if root is not None:
         logger.info("resuming %s: finished steps are kept", root)
@@ -198,7 +197,7 @@ class Steps:
         _, html_path = write_report(output, result.comparison, baseline.test.run_dir, finetuned.test.run_dir,
                                     trained.summary, reference_run=reference.run_dir if reference else None,
                                     extra_runs=extra_runs, notes=self.notes(wall_s, calibrated.passed, output, quick),
-                                    calibrations=[baseline.calibration.thresholds, finetuned.calibration.thresholds])
+                                    calibrations=[baseline.calibration.details, finetuned.calibration.details])
         return Verdict(passed=result.passed, passed_calibrated=calibrated.passed,
                        criteria=result.comparison.get("criteria"),
                        criteria_calibrated=calibrated.comparison.get("criteria"), report_html=html_path,

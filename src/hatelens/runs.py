@@ -5,6 +5,7 @@ data and prompt hashes, model, machine) and the step's results. Files are writte
 interrupted run never leaves a half-written result behind.
 """
 
+import hashlib
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from hatelens.config import to_dict
 from hatelens.data.labels import encode_predictions
 from hatelens.errors import DataError
 from hatelens.files import write_atomic
@@ -76,6 +78,14 @@ def manifest(**fields) -> dict:
     """Everything needed to trace a figure back: versions, commit, machine, plus the step's own fields."""
     return {"created_utc": utc_stamp(), "command": " ".join(sys.argv), "git_commit": git_commit(),
             "versions": versions(), "machine": machine(), **fields}
+
+
+def config_hash(config, **inputs) -> str:
+    """A run's identity: its config (less output_dir: where it is written is not what it is) plus
+    `inputs` (e.g. the hash of the examples it reads). The same identity resumes the same run."""
+    identity = {**to_dict(config), **inputs}
+    identity.pop("output_dir", None)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def find_unfinished(output_dir: Path, config_hash: str, done_file: str) -> Path | None:

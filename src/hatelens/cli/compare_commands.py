@@ -102,7 +102,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(args.run, objective="equalize_fpr", output_path=args.output)
     else:
         result = calibrate(args.run, objective="f1", output_path=args.output)
-    thresholds = result.thresholds
+    thresholds = result.details
     print(f"Objective:       {thresholds['objective']}  ({thresholds['method']})")
     print(f"Threshold:       {thresholds['threshold']:.4f} (global)")
     print(f"Validation F1:   {thresholds['validation_f1']:.4f}  (best unconstrained {thresholds['unconstrained_f1']:.4f},"

@@ -50,7 +50,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from hatelens.backends import BACKENDS, create_backend
     from hatelens.errors import ConfigError
-    from hatelens.evaluation.evaluate import load_thresholds
+    from hatelens.evaluation.thresholds import load_thresholds
     from hatelens.serving.app import create_app
 
     values = _values(args, ("host", "port", "db", "thresholds", "threshold", "log_text"))

@@ -9,6 +9,7 @@ from hatelens.errors import DataError
 HATE = "hate"
 NORMAL = "normal"
 LABELS = (NORMAL, HATE)  # index == integer code used by metrics
+GROUPS = ("lgbtq", "mexican", "middle_east")  # the target groups of the data, in the order reports list them
 
 _SPELLINGS = {
     HATE: {"hate", "hateful", "1", "hate_speech", "hatespeech"},

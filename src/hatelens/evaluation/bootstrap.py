@@ -9,6 +9,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from hatelens.config import CONFIDENCE, N_BOOTSTRAP
+
 # metric_fn(*arrays) -> {name: value}; value None or NaN when undefined on those rows
 NamedMetric = Callable[..., Mapping[str, float | None]]
 
@@ -24,7 +26,7 @@ def bootstrap_named(
     *,
     n_bootstrap: int,
     seed: int,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     strata: Sequence | None = None,
 ) -> dict[str, dict]:
     """Intervals of several metrics from the same resamples: {name: {"ci": [lo, hi], "n_skipped"}}.
@@ -59,9 +61,9 @@ def bootstrap_ci(
     metric_fn: Callable[..., float | None],
     arrays: Sequence[Sequence],
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> dict:
     """Percentile interval of metric_fn(*arrays) over rows resampled with replacement.
 
@@ -84,9 +86,9 @@ def paired_bootstrap_delta(
     pred_b: Sequence[int],
     *,
     groups: Sequence[str] | None = None,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> dict:
     """delta = metric(b) - metric(a), with an interval from resampling the same rows for both systems.
 

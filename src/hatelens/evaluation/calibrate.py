@@ -1,6 +1,6 @@
 """Decision thresholds from a validation run's scores, with or without a fairness constraint.
 
-Objectives (a prediction is "hate" when score >= threshold, as in `evaluate.decide`):
+Objectives (a prediction is "hate" when score >= threshold: `thresholds.Thresholds.decide`):
 - f1:            one global threshold, the one with the best F1 on the validation rows.
 - max_group_fpr: per-group thresholds with the best overall F1 such that every group's FPR stays at
                  or under a cap (coordinate ascent over each group's candidate thresholds).
@@ -21,22 +21,24 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from hatelens import runs
+from hatelens.config import DEFAULT_MAX_GROUP_FPR
+from hatelens.data.labels import to_int
 from hatelens.errors import ConfigError
-from hatelens.evaluation.metrics import binary_rates
+from hatelens.evaluation.metrics import binary_rates, counts_at_thresholds, rates_from_counts
+from hatelens.evaluation.thresholds import Thresholds
 from hatelens.runs import FinishedRun, load_finished_run
 
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("f1", "max_group_fpr", "equalize_fpr")
-DEFAULT_MAX_GROUP_FPR = 0.35  # the seed's LGBTQ+ FPR criterion
 MAX_PASSES = 50  # coordinate ascent stops earlier as soon as a pass changes nothing
 
 
 @dataclass
 class Calibration:
     path: Path  # the thresholds.json written
-    thresholds: dict  # its contents: {"threshold", "per_group", "objective", "validation_f1", "f1_cost", ...}
+    thresholds: Thresholds
+    details: dict  # the file's contents: {"threshold", "per_group", "objective", "validation_f1", "f1_cost", ...}
 
 
 def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: float = DEFAULT_MAX_GROUP_FPR,
@@ -61,12 +63,11 @@ def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: floa
         per_group = capped_fpr_thresholds(y_true, scores, groups, max_group_fpr)
     elif objective == "equalize_fpr":
         per_group = equal_fpr_thresholds(y_true, scores, groups)
-    predictions = predict(scores, groups, best_threshold, per_group)
+    thresholds = Thresholds(threshold=best_threshold, per_group=per_group)
+    predictions = predict(scores, groups, thresholds)
     validation = binary_rates(y_true, predictions)
     run_predictions = arrays["y_pred"]
-    thresholds = {
-        "threshold": best_threshold,
-        "per_group": per_group,
+    details = {
         "objective": objective,
         "max_group_fpr": max_group_fpr if objective == "max_group_fpr" else None,
         "source_run": str(run.run_dir),
@@ -77,14 +78,13 @@ def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: floa
         "f1_cost": best_f1 - validation["f1"],
         "run_f1": binary_rates(y_true, run_predictions)["f1"],  # at the thresholds the run was scored with
         "run_thresholds": run.metrics.get("run", {}).get("thresholds"),
-        "validation_per_group": _per_group_rates(y_true, predictions, groups, best_threshold, per_group),
+        "validation_per_group": _per_group_rates(y_true, predictions, groups, thresholds),
         "method": METHODS[objective],
     }
-    path = Path(output_path) if output_path else run.run_dir / "thresholds.json"
-    runs.write_json(path, thresholds)
+    path = thresholds.save(Path(output_path) if output_path else run.run_dir / "thresholds.json", details)
     logger.info("%s thresholds from %s: F1 %.3f (cost %.3f) -> %s", objective, run.run_dir,
-                thresholds["validation_f1"], thresholds["f1_cost"], path)
-    return Calibration(path=path, thresholds=thresholds)
+                details["validation_f1"], details["f1_cost"], path)
+    return Calibration(path=path, thresholds=thresholds, details={**thresholds.to_dict(), **details})
 
 
 METHODS = {
@@ -107,23 +107,15 @@ def candidate_thresholds(scores: np.ndarray) -> np.ndarray:
     return np.concatenate([unique[:1], midpoints, [np.nextafter(unique[-1], np.inf)]])
 
 
-def _counts(y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
-    """tp, fp, fn, tn for each threshold (rows: thresholds)."""
-    predicted = scores[None, :] >= thresholds[:, None]
-    hate = y_true.astype(bool)[None, :]
-    return {"tp": (predicted & hate).sum(axis=1), "fp": (predicted & ~hate).sum(axis=1),
-            "fn": (~predicted & hate).sum(axis=1), "tn": (~predicted & ~hate).sum(axis=1)}
-
-
 def _f1(tp, fp, fn) -> np.ndarray:
-    denominator = 2 * np.asarray(tp) + fp + fn
-    return np.divide(2 * np.asarray(tp), denominator, out=np.zeros(np.shape(denominator)), where=denominator > 0)
+    """F1 of confusion counts; 0 where undefined (no hate row and none predicted) so argmax never meets NaN."""
+    return np.nan_to_num(rates_from_counts(tp, fp, np.zeros_like(tp), fn)["f1"], nan=0.0)
 
 
 def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """(threshold, F1) of the F1-optimal global threshold; the lowest such threshold on ties."""
     thresholds = candidate_thresholds(scores)
-    counts = _counts(y_true, scores, thresholds)
+    counts = counts_at_thresholds(y_true, scores, thresholds)
     f1 = _f1(counts["tp"], counts["fp"], counts["fn"])
     best = int(np.argmax(f1))
     return float(thresholds[best]), float(f1[best])
@@ -141,13 +133,12 @@ def capped_fpr_thresholds(y_true: np.ndarray, scores: np.ndarray, groups: np.nda
     options, feasible_everywhere = {}, np.ones(len(thresholds), dtype=bool)
     for group in sorted(set(groups.tolist())):
         rows = groups == group
-        counts = _counts(y_true[rows], scores[rows], thresholds)
-        negatives = counts["fp"] + counts["tn"]
-        fpr = np.divide(counts["fp"], negatives, out=np.zeros(len(thresholds)), where=negatives > 0)
+        counts = counts_at_thresholds(y_true[rows], scores[rows], thresholds)
+        fpr = np.nan_to_num(rates_from_counts(**counts)["fpr"], nan=0.0)  # a group without normal rows: no FPR
         feasible = fpr <= cap + 1e-12
         feasible_everywhere &= feasible
         options[group] = {"feasible": feasible, **counts}
-    overall = _counts(y_true, scores, thresholds)
+    overall = counts_at_thresholds(y_true, scores, thresholds)
     overall_f1 = np.where(feasible_everywhere, _f1(overall["tp"], overall["fp"], overall["fn"]), -1.0)
     chosen = dict.fromkeys(options, int(np.argmax(overall_f1)))
     for _ in range(MAX_PASSES):
@@ -181,7 +172,7 @@ def equal_fpr_thresholds(y_true: np.ndarray, scores: np.ndarray, groups: np.ndar
         thresholds = candidate_thresholds(scores[rows])
         fpr = np.array([np.mean(normal_scores >= threshold) if len(normal_scores) else 0.0
                         for threshold in thresholds])
-        counts = _counts(y_true[rows], scores[rows], thresholds)
+        counts = counts_at_thresholds(y_true[rows], scores[rows], thresholds)
         group_f1 = _f1(counts["tp"], counts["fp"], counts["fn"])
         distance = np.round(np.abs(fpr - target), 12)
         nearest = np.flatnonzero(distance == distance.min())
@@ -213,18 +204,17 @@ class _FrozenScores(ClassifierMixin, BaseEstimator):
 # ---- helpers --------------------------------------------------------------------------------------
 
 
-def predict(scores: np.ndarray, groups: np.ndarray, threshold: float, per_group: dict[str, float]) -> np.ndarray:
-    """0/1 decisions: score >= the group's threshold (the global one for groups not listed)."""
-    limits = np.array([per_group.get(group, threshold) for group in groups], dtype=float)
-    return (scores >= limits).astype(int)
+def predict(scores: np.ndarray, groups: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """0/1 decisions of `thresholds` on scored rows."""
+    return np.array([to_int(label) for label in thresholds.decide(scores.tolist(), groups.tolist())], dtype=int)
 
 
-def _per_group_rates(y_true, predictions, groups, threshold, per_group) -> dict[str, dict]:
+def _per_group_rates(y_true, predictions, groups, thresholds: Thresholds) -> dict[str, dict]:
     result = {}
     for group in sorted(set(groups.tolist())):
         rows = groups == group
         rates = binary_rates(y_true[rows], predictions[rows])
-        result[group] = {"n": int(rows.sum()), "threshold": per_group.get(group, threshold),
+        result[group] = {"n": int(rows.sum()), "threshold": thresholds.for_group(group),
                          "fpr": rates["fpr"], "fnr": rates["fnr"], "f1": rates["f1"]}
     return result
 

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from hatelens import runs
+from hatelens.config import CONFIDENCE, N_BOOTSTRAP
 from hatelens.data.labels import encode_predictions
 from hatelens.errors import DataError
 from hatelens.evaluation import criteria as success_criteria
 from hatelens.evaluation.bootstrap import paired_bootstrap_delta
-from hatelens.evaluation.metrics import mcnemar_exact
-from hatelens.report.formatting import num, percent, signed
+from hatelens.evaluation.metrics import mcnemar_exact, rate_metric
+from hatelens.report.formatting import interval, num, percent, signed
 from hatelens.runs import FinishedRun, load_finished_run
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class ComparisonResult:
 
 def compare(baseline_run: str | Path, finetuned_run: str | Path, *, criteria: dict | None = None,
             training_summary: dict | None = None, output_dir: str | Path | None = None,
-            n_bootstrap: int = 1000, seed: int = 0) -> ComparisonResult:
+            n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> ComparisonResult:
     """Compare a baseline run with a fine-tuned run of the same examples and write the comparison folder.
 
     criteria: a mapping of `config.CriteriaConfig` fields (None: the seed's defaults);
@@ -153,42 +154,21 @@ def _deltas(metrics_a: dict, metrics_b: dict, names: tuple[str, ...]) -> dict[st
     return result
 
 
-# Confusion-count definitions of the bootstrapped rates (the same numbers as metrics.binary_rates,
-# a hundred times faster: the bootstrap calls them thousands of times). NaN where undefined.
-def _f1(y_true, y_pred) -> float:
-    tp, fp, fn = np.sum((y_pred == 1) & (y_true == 1)), np.sum((y_pred == 1) & (y_true == 0)), np.sum(
-        (y_pred == 0) & (y_true == 1))
-    return 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else np.nan
-
-
-def _accuracy(y_true, y_pred) -> float:
-    return float(np.mean(y_true == y_pred)) if len(y_true) else np.nan
-
-
-def _fpr(y_true, y_pred) -> float:
-    normal = y_true == 0
-    return float(np.mean(y_pred[normal] == 1)) if normal.any() else np.nan
-
-
-def _fnr(y_true, y_pred) -> float:
-    hate = y_true == 1
-    return float(np.mean(y_pred[hate] == 0)) if hate.any() else np.nan
-
-
 def _paired_bootstrap(paired: dict, n_bootstrap: int, seed: int) -> dict:
     """Paired intervals: ΔF1 and Δaccuracy over all rows; ΔFPR and ΔFNR within each group."""
     y_true, pred_a, pred_b, groups = paired["y_true"], paired["pred_a"], paired["pred_b"], paired["groups"]
     settings = {"n_bootstrap": n_bootstrap, "seed": seed}
-    result = {"n_bootstrap": n_bootstrap, "seed": seed, "confidence": 0.95,
+    result = {"n_bootstrap": n_bootstrap, "seed": seed, "confidence": CONFIDENCE,
               "method": "percentile; rows resampled with replacement, the same rows for both runs; "
                         "group deltas resample rows within the group",
-              "f1": paired_bootstrap_delta(_f1, y_true, pred_a, pred_b, **settings),
-              "accuracy": paired_bootstrap_delta(_accuracy, y_true, pred_a, pred_b, **settings), "groups": {}}
+              "f1": paired_bootstrap_delta(rate_metric("f1"), y_true, pred_a, pred_b, **settings),
+              "accuracy": paired_bootstrap_delta(rate_metric("accuracy"), y_true, pred_a, pred_b, **settings),
+              "groups": {}}
     for group in sorted(set(groups.tolist())):
         rows = groups == group
         result["groups"][group] = {
-            name: paired_bootstrap_delta(metric, y_true[rows], pred_a[rows], pred_b[rows], **settings)
-            for name, metric in (("fpr", _fpr), ("fnr", _fnr), ("f1", _f1))}
+            name: paired_bootstrap_delta(rate_metric(name), y_true[rows], pred_a[rows], pred_b[rows], **settings)
+            for name in ("fpr", "fnr", "f1")}
     return result
 
 
@@ -246,16 +226,16 @@ def format_comparison(comparison: dict) -> str:
              f"{'Metric':<10}{'baseline':>10}{'fine-tuned':>12}{'delta':>9}{'relative':>10}  paired 95% CI of delta"]
     for name in OVERALL_METRICS:
         entry = comparison["overall"][name]
-        interval = bootstrap[name]["ci"] if name in ("f1", "accuracy") else None
+        bounds = bootstrap[name]["ci"] if name in ("f1", "accuracy") else None
         lines.append(f"{name:<10}{num(entry['baseline']):>10}{num(entry['finetuned']):>12}"
-                     f"{signed(entry['delta']):>9}{percent(entry['relative']):>10}  {_interval(interval)}".rstrip())
+                     f"{signed(entry['delta']):>9}{percent(entry['relative']):>10}  {interval(bounds, sign=True)}".rstrip())
     lines += ["", f"{'Group':<13}{'n':>5}  {'FPR before -> after (delta, 95% CI)':<44}FNR before -> after (delta, 95% CI)"]
     for group, entry in comparison["per_group"].items():
         cells = []
         for name in ("fpr", "fnr"):
             delta = bootstrap["groups"].get(group, {}).get(name, {})
             cells.append(f"{num(entry[name]['baseline'])} -> {num(entry[name]['finetuned'])} "
-                         f"({signed(entry[name]['delta'])}, {_interval(delta.get('ci'))})")
+                         f"({signed(entry[name]['delta'])}, {interval(delta.get('ci'), sign=True)})")
         lines.append(f"{group:<13}{entry['n']:>5}  {cells[0]:<44}{cells[1]}")
     mcnemar = comparison["mcnemar"]
     lines += ["", f"McNemar exact test: {mcnemar['c']} rows only the fine-tuned model got right, {mcnemar['b']} only "
@@ -275,9 +255,3 @@ def format_criteria(results: list[dict]) -> list[str]:
     return [f"{row['description']:<{widths['description']}}{row['figure']:<{widths['figure']}}"
             f"{row['target']:<{widths['target']}}{row.get('status', 'status')}" for row in [header, *results]]
 
-
-
-
-
-def _interval(interval: list | None) -> str:
-    return "n/a" if not interval else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hatelens.config import CriteriaConfig, from_dict, load_config, to_dict
 from hatelens.errors import ConfigError, DataError
+from hatelens.report.formatting import num, signed
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -22,13 +23,16 @@ def load_criteria(path: str | Path | None = None, overrides: list[str] | None = 
 
 def validate_criteria(values: dict, *, where: str = "criteria") -> dict:
     """A complete, checked criteria mapping (defaults filled in); ConfigError naming a bad value."""
+    caps = values.get("group_fpr_max")
+    if isinstance(caps, dict):  # a group not named keeps its default cap, as any other key would
+        values = {**values, "group_fpr_max": {**CriteriaConfig().group_fpr_max, **caps}}
     criteria = from_dict(CriteriaConfig, values, where=where)
     if criteria.baseline_f1_tolerance < 0:
         raise ConfigError(f"{where}: baseline_f1_tolerance {criteria.baseline_f1_tolerance} must be 0 or more")
     if not 0 < criteria.significance_alpha < 1:
         raise ConfigError(f"{where}: significance_alpha {criteria.significance_alpha} must be between 0 and 1")
-    for group, cap in to_dict(criteria.group_fpr_max).items():
-        if cap is not None and not 0 <= cap <= 1:
+    for group, cap in criteria.group_fpr_max.items():
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 <= cap <= 1):
             raise ConfigError(f"{where}: group_fpr_max.{group} is {cap!r}; give an FPR cap between 0 and 1 (or null)")
     return to_dict(criteria)
 
@@ -40,7 +44,7 @@ def evaluate_criteria(criteria: dict, comparison: dict, training_summary: dict |
     results = [_baseline_f1(criteria, overall["f1"]["baseline"])]
     if criteria["finetuned_f1_min"] is not None:
         f1 = overall["f1"]["finetuned"]
-        results.append(_result("finetuned_f1", "fine-tuned F1", _number(f1), f"≥ {criteria['finetuned_f1_min']:.3f}",
+        results.append(_result("finetuned_f1", "fine-tuned F1", num(f1), f"≥ {criteria['finetuned_f1_min']:.3f}",
                                f1 is not None and f1 >= criteria["finetuned_f1_min"]))
     if criteria["improvement_f1_min"] is not None:
         results.append(_improvement(criteria, overall["f1"]["delta"], comparison["mcnemar"]["p_value"]))
@@ -48,7 +52,7 @@ def evaluate_criteria(criteria: dict, comparison: dict, training_summary: dict |
         if cap is None:
             continue
         fpr = groups.get(group, {}).get("fpr", {}).get("finetuned")
-        figure = _number(fpr) if group in groups else f"no {group} rows"
+        figure = num(fpr) if group in groups else f"no {group} rows"
         results.append(_result(f"fpr_{group}", f"fine-tuned {group} FPR", figure, f"< {cap:.2f}",
                                fpr is not None and fpr < cap))
     if criteria["validation_loss_must_improve"]:
@@ -90,14 +94,14 @@ def loss_history(training_summary: dict) -> dict[str, list[tuple[float, float]]]
 def _baseline_f1(criteria: dict, f1: float | None) -> dict:
     expected, tolerance = criteria["baseline_f1_expected"], criteria["baseline_f1_tolerance"]
     if expected is None:
-        return _skip("baseline_f1", "baseline F1 as expected", _number(f1), "no expected F1 given")
-    return _result("baseline_f1", "baseline F1 as expected", _number(f1), f"{expected:.3f} ± {tolerance:.3f}",
+        return _skip("baseline_f1", "baseline F1 as expected", num(f1), "no expected F1 given")
+    return _result("baseline_f1", "baseline F1 as expected", num(f1), f"{expected:.3f} ± {tolerance:.3f}",
                    f1 is not None and abs(f1 - expected) <= tolerance + 1e-12)
 
 
 def _improvement(criteria: dict, delta: float | None, p_value: float) -> dict:
     minimum, alpha = criteria["improvement_f1_min"], criteria["significance_alpha"]
-    figure = f"ΔF1 {_signed(delta)}, McNemar p = {p_value:.3g}"
+    figure = f"ΔF1 {signed(delta)}, McNemar p = {p_value:.3g}"
     return _result("improvement", "F1 improvement, significant", figure, f"ΔF1 ≥ {minimum:+.3f} and p < {alpha:g}",
                    delta is not None and delta >= minimum - 1e-12 and p_value < alpha)
 
@@ -120,11 +124,3 @@ def _result(name: str, description: str, figure: str, target: str, ok: bool) -> 
 
 def _skip(name: str, description: str, figure: str, reason: str) -> dict:
     return {"name": name, "description": description, "figure": figure, "target": reason, "status": SKIP}
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3f}"

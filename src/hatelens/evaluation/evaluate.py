@@ -4,11 +4,12 @@ predictions.jsonl grows one batch at a time (each batch one write, flushed to di
 at any moment loses at most the batch in flight. Running the same command again finds the unfinished
 folder by its config hash, skips the examples already there, and ends with the same numbers:
 batches are planned from the whole dataset up front, so their composition (and padding) is the same
-whether or not the run was interrupted.
+whether or not the run was interrupted. Batches run shortest texts first (less padding); once every
+row is written, predictions.jsonl is replaced (atomically) by the same rows in data order, so a
+finished run folder is always in data order.
 """
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -22,10 +23,10 @@ from hatelens import data, runs, trackers
 from hatelens.backends import create_backend, prompts
 from hatelens.config import EvalConfig, from_dict, to_dict
 from hatelens.data import suites
-from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ConfigError, DataError
 from hatelens.evaluation import metrics
 from hatelens.evaluation.summary import format_summary
+from hatelens.evaluation.thresholds import Thresholds, load_thresholds
 from hatelens.files import file_sha256
 from hatelens.process_team import broadcast, process_team
 
@@ -65,30 +66,6 @@ def check_no_leakage(examples, template: prompts.PromptTemplate) -> None:
                         f"examples ({', '.join(leaked[:3])}); evaluate on data that excludes them")
 
 
-def load_thresholds(path: str | None, default: float) -> dict:
-    """{"threshold": t, "per_group": {group: t}} from `hatelens calibrate`, or the single default."""
-    if not path:
-        return {"threshold": default, "per_group": {}}
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"thresholds file {path} not found; `hatelens calibrate RUN` writes one")
-    try:
-        values = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    if not isinstance(values.get("threshold"), (int, float)):
-        raise ConfigError(f"{path}: needs a numeric 'threshold' (and optionally 'per_group')")
-    return {"threshold": float(values["threshold"]), "per_group": dict(values.get("per_group") or {})}
-
-
-def decide(score: float | None, answer: str | None, group: str, thresholds: dict) -> tuple[str | None, float | None]:
-    """(prediction, threshold used). Scores are thresholded; generate-mode answers pass through."""
-    if score is None:
-        return answer, None
-    threshold = thresholds["per_group"].get(group, thresholds["threshold"])
-    return (HATE if score >= threshold else NORMAL), threshold
-
-
 def read_predictions(path: Path) -> dict[str, dict]:
     """Rows already written, by id. A trailing half-written line (a kill mid-write) is cut off."""
     if not path.is_file():
@@ -111,12 +88,6 @@ def plan_chunks(examples, chunk_size: int) -> list[list]:
     return [ordered[start:start + chunk_size] for start in range(0, len(ordered), chunk_size)]
 
 
-def config_hash(config: EvalConfig, examples) -> str:
-    identity = {**to_dict(config), "examples": data.examples_hash(examples)}
-    identity.pop("output_dir")
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_dir: Path | None = None) -> EvalResult:
     """Score every example, write the run folder, return its metrics and summary.
 
@@ -129,50 +100,24 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     if template:
         check_no_leakage(examples, template)
     thresholds = load_thresholds(config.thresholds, config.threshold)
-    identity = config_hash(config, examples)
+    identity = runs.config_hash(config, examples=data.examples_hash(examples))
     if run_dir is not None and (Path(run_dir) / DONE_FILE).is_file():
         return load_result(Path(run_dir))
     team = process_team(config.model.device)  # None unless launched as several processes (accelerate, torchrun)
-    main = team is None or team.is_main_process
-    run_dir = Path(run_dir) if run_dir else runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
-    if run_dir and main:
-        _merge_shards(run_dir)  # rows of an interrupted multi-process attempt
-    done = read_predictions(run_dir / PREDICTIONS) if run_dir else {}
-    if done:
-        logger.info("resuming %s: %d of %d predictions already written", run_dir, len(done), len(examples))
+    run_dir = _unfinished_run_dir(config, identity, run_dir, team)
     classifier = classifier or create_backend(config.model.backend, config.model)
-    if run_dir is None and main:
-        run_dir = runs.new_run_dir(Path(config.output_dir), config.name or default_name(config))
-    if team is not None:  # every process takes the main process's folder and the rows already there
-        run_dir = Path(broadcast(team, str(run_dir)))
-        done = read_predictions(run_dir / PREDICTIONS)
-        team.wait_for_everyone()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        runs.write_yaml(run_dir / "config.yaml", to_dict(config))
-        runs.write_json(run_dir / "manifest.json", runs.manifest(
-            step="evaluate", config_hash=identity, model_version=classifier.model_version,
-            mode=classifier.mode, data_file=str(config.data), data_sha256=file_sha256(config.data),
-            examples_sha256=data.examples_hash(examples), n_examples=len(examples),
-            prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
-            thresholds=thresholds, data_warnings=warnings,
-        ))
-    resumed_rows = len(done)
+    run_dir, done = _shared_run_dir(config, run_dir, team)
+    if _is_main(team):
+        _write_config_and_manifest(run_dir, config, identity, classifier, examples, template, thresholds, warnings)
     started = time.perf_counter()
     _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress, team)
-    if team is not None:  # the main process merges every process's rows, in data order, and finishes alone
-        team.wait_for_everyone()
-        if not main:
-            team.wait_for_everyone()
-            return dataclasses.replace(load_result(run_dir), resumed_rows=resumed_rows, main_process=False)
-        _merge_shards(run_dir, examples)
-    wall_s = time.perf_counter() - started
-    done = read_predictions(run_dir / PREDICTIONS)
-    rows = [done[example.id] for example in examples]
+    if not _gather_predictions(run_dir, examples, team):  # another process of a team: the main one finishes
+        return dataclasses.replace(load_result(run_dir), resumed_rows=len(done), main_process=False)
+    rows = list(read_predictions(run_dir / PREDICTIONS).values())  # in data order
     run_info = {"model_version": classifier.model_version, "mode": classifier.mode,
                 "template": template.name if template else None, "data": str(config.data),
-                "max_samples": config.max_samples, "thresholds": thresholds,
-                "scoring_wall_s": round(wall_s, 2), "resumed_rows": resumed_rows,
+                "max_samples": config.max_samples, "thresholds": thresholds.to_dict(),
+                "scoring_wall_s": round(time.perf_counter() - started, 2), "resumed_rows": len(done),
                 "timing": getattr(classifier, "timing", None)}  # hf: model load, compilation, first batch apart
     if team is not None:
         run_info["processes"] = team.num_processes
@@ -180,6 +125,19 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     if team is not None:
         team.wait_for_everyone()  # the others read metrics.json once it is written
     return result
+
+
+def _write_config_and_manifest(run_dir: Path, config: EvalConfig, identity: str, classifier, examples, template,
+                               thresholds: Thresholds, warnings: list[str]) -> None:
+    """config.yaml (what ran) and manifest.json (what it ran on), before the first prediction."""
+    runs.write_yaml(run_dir / "config.yaml", to_dict(config))
+    runs.write_json(run_dir / "manifest.json", runs.manifest(
+        step="evaluate", config_hash=identity, model_version=classifier.model_version,
+        mode=classifier.mode, data_file=str(config.data), data_sha256=file_sha256(config.data),
+        examples_sha256=data.examples_hash(examples), n_examples=len(examples),
+        prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
+        thresholds=thresholds.to_dict(), data_warnings=warnings,
+    ))
 
 
 def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConfig) -> EvalResult:
@@ -222,30 +180,21 @@ def rethreshold(source_run: Path, thresholds_path: str, run_dir: Path) -> EvalRe
                        where=str(source_run / "config.yaml"))
     config.thresholds = str(thresholds_path)
     thresholds = load_thresholds(config.thresholds, config.threshold)
-    source_rows = [json.loads(line) for line in (source_run / PREDICTIONS).read_text().splitlines()]
+    source_rows = list(read_predictions(source_run / PREDICTIONS).values())  # in data order
     if any(row["score"] is None for row in source_rows):
         raise ConfigError(f"{source_run} has rows without a score (generate mode): evaluate again with --thresholds")
-    rows = []
-    for row in source_rows:
-        prediction, threshold = decide(row["score"], None, row["group"], thresholds)
-        rows.append({**row, "prediction": prediction, "threshold": threshold})
-    order = {example_id: index for index, example_id in enumerate(_data_order(source_run))}
-    rows.sort(key=lambda row: order[row["id"]])
+    labels = thresholds.decide([row["score"] for row in source_rows], [row["group"] for row in source_rows])
+    rows = [{**row, "prediction": label, "threshold": thresholds.for_group(row["group"])}
+            for row, label in zip(source_rows, labels)]
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_yaml(run_dir / "config.yaml", to_dict(config))
     source_manifest = json.loads((source_run / "manifest.json").read_text())
     runs.write_json(run_dir / "manifest.json", {**source_manifest, **runs.manifest(
-        step="rethreshold", source_run=str(source_run), thresholds=thresholds)})
-    runs.write_atomic(run_dir / PREDICTIONS, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        step="rethreshold", source_run=str(source_run), thresholds=thresholds.to_dict())})
+    runs.write_atomic(run_dir / PREDICTIONS, _jsonl(rows))
     source_info = json.loads((source_run / DONE_FILE).read_text())["run"]
-    return finish_run(run_dir, rows, {**source_info, "thresholds": thresholds, "rethresholded_from": str(source_run)},
-                      config)
-
-
-def _data_order(run_dir: Path) -> list[str]:
-    config = from_dict(EvalConfig, yaml.safe_load((run_dir / "config.yaml").read_text()), where=str(run_dir))
-    examples, _ = load_eval_examples(config)
-    return [example.id for example in examples]
+    return finish_run(run_dir, rows, {**source_info, "thresholds": thresholds.to_dict(),
+                                      "rethresholded_from": str(source_run)}, config)
 
 
 def default_name(config: EvalConfig) -> str:
@@ -254,8 +203,9 @@ def default_name(config: EvalConfig) -> str:
     return f"{model}_{template}" if config.model.backend != "reference" else "reference"
 
 
-def _score_missing(classifier, examples, done, thresholds, path: Path, config: EvalConfig, progress: bool,
-                   team=None):
+def _score_missing(classifier, examples, done, thresholds: Thresholds, path: Path, config: EvalConfig,
+                   progress: bool, team=None):
+    """Score the examples not in `done`, chunk by chunk, appending each chunk's rows to `path`."""
     from tqdm import tqdm
 
     chunks = plan_chunks(examples, config.model.batch_size * CHUNK_BATCHES)
@@ -271,28 +221,79 @@ def _score_missing(classifier, examples, done, thresholds, path: Path, config: E
             if all(example.id in done for example in chunk):
                 continue
             outputs = classifier.classify([example.text for example in chunk], [example.group for example in chunk])
-            lines = []
-            for example, output in zip(chunk, outputs):
-                prediction, threshold = decide(output.score, output.answer, example.group, thresholds)
-                row = {"id": example.id, "group": example.group, "label": example.label, "score": output.score,
-                       "prediction": prediction, "threshold": threshold, "text": example.text,
-                       "source": example.source}
-                if output.raw is not None:
-                    row["raw"] = output.raw
-                if example.extra:
-                    row["extra"] = example.extra
-                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-            file.write("".join(lines))
+            file.write(_jsonl(_row(example, output, thresholds) for example, output in zip(chunk, outputs)))
             file.flush()
             os.fsync(file.fileno())
             bar.update(sum(example.id not in done for example in chunk))
     bar.close()
 
 
-# -- several processes (`accelerate launch -m hatelens evaluate ...`): each scores every n-th chunk ----
+def _row(example, output, thresholds: Thresholds) -> dict:
+    """One line of predictions.jsonl. A score is thresholded; a generate-mode answer is the prediction."""
+    scored = output.score is not None
+    label = thresholds.decide([output.score], [example.group])[0]
+    row = {"id": example.id, "group": example.group, "label": example.label, "score": output.score,
+           "prediction": label if scored else output.answer,
+           "threshold": thresholds.for_group(example.group) if scored else None,
+           "text": example.text, "source": example.source}
+    if output.raw is not None:
+        row["raw"] = output.raw
+    if example.extra:
+        row["extra"] = example.extra
+    return row
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+# -- the run folder: resume, several processes, data order ----------------------------------------
+def _is_main(team) -> bool:
+    return team is None or team.is_main_process
+
+
+def _unfinished_run_dir(config: EvalConfig, identity: str, run_dir: Path | None, team) -> Path | None:
+    """The folder to resume (given, or the newest unfinished one of this config), rows of an interrupted
+    multi-process attempt merged in; None when starting afresh."""
+    run_dir = Path(run_dir) if run_dir else runs.find_unfinished(Path(config.output_dir), identity, DONE_FILE)
+    if run_dir and _is_main(team):
+        _merge_shards(run_dir)
+    return run_dir
+
+
+def _shared_run_dir(config: EvalConfig, run_dir: Path | None, team) -> tuple[Path, dict[str, dict]]:
+    """(the run folder, rows already in it): created by the main process, shared with a team's others."""
+    if run_dir is None and _is_main(team):
+        run_dir = runs.new_run_dir(Path(config.output_dir), config.name or default_name(config))
+    if team is not None:  # every process takes the main process's folder
+        run_dir = Path(broadcast(team, str(run_dir)))
+    done = read_predictions(run_dir / PREDICTIONS)
+    if team is not None:
+        team.wait_for_everyone()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if done:
+        logger.info("resuming %s: %d predictions already written", run_dir, len(done))
+    return run_dir, done
+
+
+def _gather_predictions(run_dir: Path, examples, team) -> bool:
+    """Rewrite predictions.jsonl in data order (merging a team's shards); False in a team's other processes,
+    which wait until the main process has finished the run."""
+    if team is not None:
+        team.wait_for_everyone()
+        if not team.is_main_process:
+            team.wait_for_everyone()
+            return False
+    _merge_shards(run_dir, examples)
+    return True
+
+
 def _merge_shards(run_dir: Path, examples=None) -> None:
     """Move the rows of the per-process files into predictions.jsonl: in data order when `examples`
-    are given (the end of a multi-process run), else appended (resuming an interrupted one)."""
+    are given (the end of a run), else appended (resuming an interrupted multi-process one).
+
+    predictions.jsonl is replaced atomically (rename), and every row is in it before and after, so a
+    crash at any moment leaves a file a resumed run reads completely."""
     shards = sorted(run_dir.glob(SHARD_NAME.format(rank="*")))
     if not shards and examples is None:
         return
@@ -301,6 +302,6 @@ def _merge_shards(run_dir: Path, examples=None) -> None:
         rows.update(read_predictions(shard))
     if examples is not None:
         rows = {example.id: rows[example.id] for example in examples if example.id in rows}
-    runs.write_atomic(run_dir / PREDICTIONS, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows.values()))
+    runs.write_atomic(run_dir / PREDICTIONS, _jsonl(rows.values()))
     for shard in shards:
         shard.unlink()

@@ -1,19 +1,24 @@
 """The plain-text summary a person reads after an evaluation (summary.txt and the CLI's output)."""
 
-GROUP_ORDER = ("lgbtq", "mexican", "middle_east")
+from hatelens.config import TARGET_F1
+from hatelens.data.labels import GROUPS
+from hatelens.report.formatting import interval, num
 
 
 def _num(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return num(value, digits)
 
 
-def _interval(interval) -> str:
-    if not interval or interval[0] is None:
-        return ""
-    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+def _interval(bounds) -> str:
+    return interval(bounds, missing="")
 
 
-def format_summary(result: dict, *, target_f1: float | None = 0.615) -> str:
+def group_order(groups) -> list[str]:
+    """The data's groups first, in their usual order, then any others alphabetically."""
+    return sorted(groups, key=lambda group: (group not in GROUPS, GROUPS.index(group) if group in GROUPS else 0, group))
+
+
+def format_summary(result: dict, *, target_f1: float | None = TARGET_F1) -> str:
     run = result.get("run", {})
     lines = [
         f"Model:              {run.get('model_version')}  (template {run.get('template')}, {run.get('mode')} mode)",
@@ -31,7 +36,7 @@ def format_summary(result: dict, *, target_f1: float | None = 0.615) -> str:
         lines.append(f"{label:<12}{_num(result.get(key)):>8}  {_interval(ci.get(key))}".rstrip())
     lines += ["", f"{'Group':<14}{'n':>5}{'FPR':>8}{'FNR':>8}{'F1':>8}{'invalid':>9}  FPR 95% CI        FNR 95% CI"]
     groups = result.get("per_group", {})
-    for group in sorted(groups, key=lambda g: (g not in GROUP_ORDER, GROUP_ORDER.index(g) if g in GROUP_ORDER else 0, g)):
+    for group in group_order(groups):
         row = groups[group]
         lines.append(f"{group:<14}{row['n']:>5}{_num(row['fpr'], 3):>8}{_num(row['fnr'], 3):>8}"
                      f"{_num(row['f1'], 3):>8}{row.get('n_invalid', 0):>9}  "

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from hatelens.evaluation import criteria as success_criteria
 from hatelens.report import plots
-from hatelens.report.formatting import num, percent, signed
+from hatelens.report.formatting import interval, num, percent, signed
 from hatelens.runs import FinishedRun
 
 GROUP_RATES = ("fpr", "fnr")
@@ -92,7 +92,7 @@ def _verdict(comparison: dict, runs: dict[str, FinishedRun], notes: list[str]) -
     f1 = comparison["overall"]["f1"]
     blocks.append(f"Verdict: **{comparison['verdict']}**. F1 went from {num(f1['baseline'])} to "
                   f"{num(f1['finetuned'])} ({signed(f1['delta'])}; paired 95% CI "
-                  f"{_interval(comparison['paired_bootstrap']['f1']['ci'])}) on {comparison['n']} examples; "
+                  f"{interval(comparison['paired_bootstrap']['f1']['ci'], sign=True)}) on {comparison['n']} examples; "
                   f"McNemar's exact test p = {mcnemar['p_value']:.3g} "
                   f"({mcnemar['c']} rows fixed, {mcnemar['b']} broken).")
     rows = [[result["description"], result["figure"], result["target"], result["status"]]
@@ -108,9 +108,9 @@ def _overall(comparison: dict) -> Section:
     rows = []
     for name, entry in comparison["overall"].items():
         delta_ci = bootstrap[name]["ci"] if name in ("f1", "accuracy") else None
-        rows.append([name, f"{num(entry['baseline'])} {_interval(entry['baseline_ci'], signed=False)}",
-                     f"{num(entry['finetuned'])} {_interval(entry['finetuned_ci'], signed=False)}",
-                     signed(entry["delta"]), percent(entry["relative"]), _interval(delta_ci) if delta_ci else ""])
+        rows.append([name, f"{num(entry['baseline'])} {interval(entry['baseline_ci'])}",
+                     f"{num(entry['finetuned'])} {interval(entry['finetuned_ci'])}",
+                     signed(entry["delta"]), percent(entry["relative"]), interval(delta_ci, sign=True) if delta_ci else ""])
     return Section("Before vs after fine-tuning", [
         "Each figure with its 95% bootstrap interval; the last column is the paired interval of the difference "
         "(the same resampled rows for both models).",
@@ -136,7 +136,7 @@ def _groups(comparison: dict, pair: dict[str, FinishedRun]) -> Section:
         row = [group, str(entry["n"])]
         for rate in GROUP_RATES:
             row += [num(entry[rate]["baseline"]), num(entry[rate]["finetuned"]), signed(entry[rate]["delta"]),
-                    _interval(bootstrap.get(group, {}).get(rate, {}).get("ci"))]
+                    interval(bootstrap.get(group, {}).get(rate, {}).get("ci"), sign=True)]
         rows.append(row)
     header = ["group", "n", "FPR before", "FPR after", "ΔFPR", "95% CI", "FNR before", "FNR after", "ΔFNR", "95% CI"]
     return Section("Per group: who pays for the errors", [
@@ -246,12 +246,3 @@ def _cut(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= CASE_TEXT_CHARS else text[:CASE_TEXT_CHARS - 1] + "…"
 
-
-
-
-
-def _interval(interval: list | None, *, signed: bool = True) -> str:
-    if not interval:
-        return "n/a"
-    form = "+.3f" if signed else ".3f"
-    return f"[{interval[0]:{form}}, {interval[1]:{form}}]"

@@ -34,8 +34,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from hatelens.backends.base import Classifier, Output
 from hatelens.config import ServeLimits
 from hatelens.data import UNKNOWN_GROUP
+from hatelens.data.labels import GROUPS
 from hatelens.errors import DataError
-from hatelens.evaluation.evaluate import decide
+from hatelens.evaluation.thresholds import Thresholds
 from hatelens.serving.batching import Job, MicroBatcher
 from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 from hatelens.serving.schemas import (
@@ -95,7 +96,7 @@ class ServerMetrics:
 class AppState:
     """What every request shares. `classifier` is None until the model is loaded (then /healthz says 200)."""
 
-    thresholds: dict  # {"threshold": t, "per_group": {group: t}} (evaluate.load_thresholds)
+    thresholds: Thresholds  # how a score becomes a label (evaluation/thresholds.py)
     limits: ServeLimits
     log: PredictionLog
     api_key: str | None  # None: no key needed
@@ -139,7 +140,9 @@ class AppState:
     def predict(self, model: Classifier, job: Job, position: int, output: Output, now: datetime) -> Prediction:
         """One text's prediction (the score thresholded for its group), counted in /metrics."""
         text, group = job.texts[position], job.groups[position]
-        label, threshold = decide(output.score, output.answer, group, self.thresholds)
+        label, threshold = output.answer, None  # generate mode: the parsed answer
+        if output.score is not None:
+            label, threshold = self.thresholds.decide([output.score], [group])[0], self.thresholds.for_group(group)
         self.metrics.predictions.labels(label or INVALID, group if group in self.named_groups else OTHER).inc()
         return Prediction(id=f"{job.request_id}-{position}", request_id=job.request_id, position=position,
                           created_utc=now, text_sha256=text_sha256(text), text=text if self.log_text else None,
@@ -154,19 +157,19 @@ def result_of(prediction: Prediction) -> ClassifyResult:
 
 
 def create_app(classifier: Classifier | None = None, *, loader: Callable[[], Classifier] | None = None,
-               thresholds: dict, db_path: str, api_key_env: str = "HATELENS_API_KEY",
+               thresholds: Thresholds, db_path: str, api_key_env: str = "HATELENS_API_KEY",
                limits: ServeLimits = ServeLimits(), log_text: bool = False,
-               metric_groups: Sequence[str] = ("lgbtq", "mexican", "middle_east")) -> FastAPI:
+               metric_groups: Sequence[str] = GROUPS) -> FastAPI:
     """The app. Give a loaded `classifier`, or a `loader` that builds one after the server starts
     (then /healthz says 503 until it is ready).
 
-    thresholds: {"threshold": t, "per_group": {group: t}} (evaluate.load_thresholds).
+    thresholds: how a score becomes a label (thresholds.load_thresholds reads a calibrate file).
     """
     if (classifier is None) == (loader is None):
         raise ValueError("give exactly one of classifier and loader")
     state = AppState(thresholds=thresholds, limits=limits, log=PredictionLog(db_path),
                      api_key=os.environ.get(api_key_env) or None, log_text=log_text,
-                     named_groups=frozenset({*metric_groups, *thresholds["per_group"], UNKNOWN_GROUP}),
+                     named_groups=frozenset({*metric_groups, *thresholds.per_group, UNKNOWN_GROUP}),
                      loader=loader, classifier=classifier)
     app = FastAPI(title="hatelens", lifespan=lifespan)
     app.state.hatelens = state

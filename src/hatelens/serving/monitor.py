@@ -22,6 +22,7 @@ from hatelens.config import MonitorConfig
 from hatelens.data.formats import iter_jsonl_lines, loads_line, preview, read_utf8
 from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ConfigError, DataError
+from hatelens.report.formatting import num, percent
 from hatelens.serving.prediction_log import Prediction, PredictionLog
 
 ALL = "all"  # the row of a window that covers every group
@@ -229,11 +230,11 @@ def monitor(config: MonitorConfig, *, now: datetime | None = None) -> MonitorRep
 
 
 def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
+    return percent(value, sign=False, missing="–")
 
 
 def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
+    return num(value, missing="–")
 
 
 COLUMNS = ("window (UTC)", "group", "n", "flagged", "reviewed", "FPR", "FNR", "PSI")

@@ -24,8 +24,6 @@ The main process picks the run folder and writes every file; the others train be
 """
 
 import gc
-import hashlib
-import json
 import logging
 import shutil
 import time
@@ -82,7 +80,7 @@ def train(config: TrainConfig, *, score_texts: TextScorer | None = None, progres
     """
     check_config(config, score_texts)
     train_examples, val_examples = load_splits(config)
-    identity = config_hash(config, train_examples, val_examples)
+    identity = runs.config_hash(config, train=data.examples_hash(train_examples), val=data.examples_hash(val_examples))
     team = process_team(config.device)  # None unless launched as several processes (accelerate, torchrun)
     main = team is None or team.is_main_process
     run_dir = pick_run_dir(config, identity, resume) if main else None
@@ -264,12 +262,6 @@ def load_splits(config: TrainConfig) -> tuple[list, list]:
     if config.max_val_samples:
         val_examples = data.stratified_sample(val_examples, config.max_val_samples, seed=config.seed)
     return train_examples, val_examples
-
-
-def config_hash(config: TrainConfig, train_examples, val_examples) -> str:
-    identity = {**to_dict(config), "train": data.examples_hash(train_examples), "val": data.examples_hash(val_examples)}
-    identity.pop("output_dir")
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def adapter_base_name(model: str) -> str:

@@ -27,6 +27,7 @@ from trl import SFTTrainer
 
 from hatelens.backends.prompts import PromptTemplate
 from hatelens.data.labels import to_int
+from hatelens.evaluation.metrics import counts_at_thresholds, rates_from_counts
 from hatelens.training import answer_loss, checkpoint_state
 from hatelens.training.summary import StepClock
 from hatelens.training.token_batches import TokenBudgetBatchSampler
@@ -191,7 +192,4 @@ def last_checkpoint(folder: Path) -> Path | None:
 
 def f1_at_thresholds(truth: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """F1 of "hate when score >= t" for each threshold t (0 where nothing is predicted or true)."""
-    predicted = scores[None, :] >= thresholds[:, None]
-    true_positives = (predicted & truth[None, :]).sum(axis=1)
-    denominator = predicted.sum(axis=1) + truth.sum()
-    return np.where(denominator > 0, 2 * true_positives / np.maximum(denominator, 1), 0.0)
+    return np.nan_to_num(rates_from_counts(**counts_at_thresholds(truth, scores, thresholds))["f1"], nan=0.0)
