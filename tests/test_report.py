@@ -16,7 +16,7 @@ from hatelens.cli import main
 from hatelens.data.suites import SUITE_CSV
 from hatelens.evaluation.calibrate import calibrate
 from hatelens.evaluation.compare import compare
-from hatelens.report import write_report
+from hatelens.report.writer import write_report
 from hatelens.report.content import OFFENSIVE_WARNING
 
 ROOT = Path(__file__).resolve().parents[1]

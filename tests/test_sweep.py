@@ -8,7 +8,7 @@ from test_train import separable_rows, write_jsonl
 from hatelens.cli import main
 from hatelens.errors import ConfigError
 from hatelens.sweep import SweepConfig, SweepRule, load_sweep, plan_cells, run_sweep
-from hatelens.sweep_table import as_overrides, excess, pick_winner, violations
+from hatelens.sweep.table import as_overrides, excess, pick_winner, violations
 
 pytestmark = [
     # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.

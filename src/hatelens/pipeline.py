@@ -181,7 +181,7 @@ class Steps:
                            quick: bool) -> Verdict:
         from hatelens.evaluation.compare import compare
         from hatelens.evaluation.criteria import load_criteria
-        from hatelens.report import write_report
+        from hatelens.report.writer import write_report
 
         output = self.root / step
         criteria = load_criteria(self.config.criteria)

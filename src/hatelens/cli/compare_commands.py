@@ -73,7 +73,7 @@ def register(subparsers) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from hatelens.evaluation.compare import compare
     from hatelens.evaluation.criteria import load_criteria
-    from hatelens.report import write_report
+    from hatelens.report.writer import write_report
 
     training_summary = read_training_summary(args.training_summary)
     result = compare(args.baseline_run, args.finetuned_run, criteria=load_criteria(args.criteria, args.overrides),
@@ -118,7 +118,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from hatelens.evaluation.compare import load_comparison
-    from hatelens.report import write_report
+    from hatelens.report.writer import write_report
 
     comparison = load_comparison(args.comparison_dir)
     extra_runs = {}

@@ -28,7 +28,7 @@ from pathlib import Path
 from hatelens import resources, runs
 from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config, to_dict
 from hatelens.errors import ConfigError
-from hatelens.sweep_table import as_overrides, check_rule, format_markdown, pick_winner
+from hatelens.sweep.table import as_overrides, check_rule, format_markdown, pick_winner
 
 logger = logging.getLogger(__name__)
 
