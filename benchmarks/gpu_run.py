@@ -149,6 +149,7 @@ def in_process(args, results: Results) -> None:
         warm.update(prompt_tokens=sum(map(len, ids)), computed_tokens=computed, prefix_tokens=prefix)
         if rate:  # useful work over computed tokens only, against the card's measured bf16 matmul rate
             warm["utilisation"] = round(2 * active * computed / (warm["scoring_wall_s"] * rate * 1e12), 3)
+    timings["baseline warm, compiled gate"] = time_compiled_gate(args, model, tokenizer)
     timings["policy_over_baseline"] = round(timings["policy_persona warm"]["scoring_wall_s"]
                                             / timings["baseline warm"]["scoring_wall_s"], 2)
     timings["bf16_matmul_tflops"] = rate and round(rate)
@@ -162,6 +163,30 @@ def in_process(args, results: Results) -> None:
         results.add("fp32_check", bench.check_fp32(model, tokenizer, templates, test[:args.fp32_rows]))
         results.add("fp32_compiled_gate", check_compiled_gate(model, tokenizer, templates["baseline"],
                                                               test[:args.fp32_rows]))
+
+
+def time_compiled_gate(args, model, tokenizer) -> dict:
+    """The baseline warm again with the experts' gate compiled (off by default: see ModelConfig)."""
+    from hatelens.backends import prompts
+    from hatelens.backends.fast_paths import compile_expert_gate, restore_expert_gate, warm_up_expert_gate
+    from hatelens.backends.hf import HFClassifier
+    from hatelens.config import EvalConfig, ModelConfig
+    from hatelens.evaluation.evaluate import evaluate
+
+    if not compile_expert_gate(model):
+        return {"skipped": "no gate to compile"}
+    compile_s = warm_up_expert_gate(model, backward=False)
+    classifier = HFClassifier(model, tokenizer, prompts.load_template("baseline"), batch_size=256,
+                              max_batch_tokens=16384)
+    walls = []
+    for attempt in ("first", "warm"):
+        config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
+                            model=ModelConfig(model=args.model, template="baseline"))
+        result = evaluate(config, classifier=classifier, progress=False,
+                          run_dir=Path(args.work) / f"in_process_compiled_{attempt}")
+        walls.append(result.metrics["run"]["scoring_wall_s"])
+    restore_expert_gate(model)
+    return {"compile_s": round(compile_s, 2), "first_s": walls[0], "scoring_wall_s": walls[1]}
 
 
 def check_compiled_gate(model, tokenizer, template, examples) -> dict:
@@ -208,7 +233,7 @@ def write_markdown(data: dict, path: Path) -> None:
     if warm:
         lines += ["", "| in-process evaluate() | scoring s | peak GiB | utilisation (computed tokens) |",
                   "|---|---|---|---|"]
-        lines += [f"| {key} | {value['scoring_wall_s']} | {value['peak_gib']} | {value.get('utilisation', '')} |"
+        lines += [f"| {key} | {value['scoring_wall_s']} | {value.get('peak_gib', '')} | {value.get('utilisation', '')} |"
                   for key, value in warm.items() if isinstance(value, dict) and "scoring_wall_s" in value]
         lines += ["", f"policy_persona / baseline (warm): **{warm['policy_over_baseline']}x**; seed method "
                       f"{warm['seed_method']['samples_per_s']:.2f} samples/s: **{warm['x_seed']}x**"]

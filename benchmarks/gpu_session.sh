@@ -7,8 +7,9 @@
 set -eu -o pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-QUICK=""; LAYERS=""; BUDGET=390   # seconds for the measurements, after ~2 min of wheels + checkpoint
-if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; LAYERS="--layers 2"; BUDGET=90; fi
+QUICK=""; LAYERS=""; BUDGET=${BUDGET:-390}   # seconds for the measurements, after ~2 min of wheels + checkpoint
+if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; LAYERS="--layers 2"; BUDGET=90; shift; fi
+# further arguments go to gpu_run.py, e.g. `--only run` (the whole `hatelens run`) or `--only cold --only warm`
 {
   echo "== $(date -u +%H:%M:%S) wheels"
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
@@ -21,6 +22,6 @@ if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; LAYERS="--layers 2"; BUDGET=9
   python3 benchmarks/build_random_checkpoint.py --tokenizer outputs/bench/tokenizer --out "$MODEL" $LAYERS \
     | tee "$OUT/checkpoint.json"
   echo "== $(date -u +%H:%M:%S) measurements"
-  python3 benchmarks/gpu_run.py --model "$MODEL" --out "$OUT" --budget-s $BUDGET $QUICK
+  python3 benchmarks/gpu_run.py --model "$MODEL" --out "$OUT" --budget-s $BUDGET $QUICK "$@"
   echo "== $(date -u +%H:%M:%S) done"
 } 2>&1 | tee "$OUT/log"

@@ -16,8 +16,8 @@ from hatelens.cli import main
 from hatelens.data.suites import SUITE_CSV
 from hatelens.evaluation.calibrate import calibrate
 from hatelens.evaluation.compare import compare
-from hatelens.report.writer import write_report
 from hatelens.report.content import OFFENSIVE_WARNING
+from hatelens.report.writer import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = {"wall_s": 42.5, "trainable_parameters": 1234,

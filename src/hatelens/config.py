@@ -34,6 +34,9 @@ class ModelConfig:
     template: str = "baseline"  # a name in configs/prompts/ or a path to a template YAML
     batch_size: int = 16  # rows per batch (with max_batch_tokens: the most rows a batch may hold)
     max_batch_tokens: int | None = None  # padded tokens computed per batch (GPU: sized for the card); None: rows only
+    # gpt-oss on CUDA: torch.compile the experts' gate. Off by default: compiling costs 4-7 s a process on an
+    # H200 and saves ~0.3 s per 1,009 texts, so only a long-lived server (hatelens serve) earns it back.
+    compile_expert_gate: bool = False
     max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
     max_length_tokens: int = 2048  # longer prompts are cut from the left of the text
     device: str = "auto"  # auto | cpu | cuda
@@ -343,6 +346,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # trade compute for memory (large models)
     attn_implementation: str | None = None  # e.g. eager (gpt-oss: attention sinks)
     dequantize_mxfp4: bool = False  # gpt-oss: load MXFP4 weights dequantised to bf16 for training
+    # gpt-oss on CUDA: torch.compile the experts' gate for training. Off: its forward+backward compilation took
+    # 66 s on an H200 (benchmarks/results/gpu_run.md) against ~9 s saved per epoch of the training split.
+    compile_expert_gate: bool = False
     trust_remote_code: bool = False
     report_to: list[str] | str = "tensorboard"  # training curves go to: tensorboard | mlflow | wandb | none (or a list)
     lora: LoraConfig = field(default_factory=LoraConfig)

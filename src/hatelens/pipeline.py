@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hatelens import resources, runs, trackers
+from hatelens.backends import create_backend
+from hatelens.backends.models import free_memory
 from hatelens.config import EvalConfig, ModelConfig, RunConfig, TrainConfig, load_config, to_dict
 from hatelens.evaluation.calibrate import Calibration
-from hatelens.evaluation.evaluate import EvalResult, evaluate, rethreshold
+from hatelens.evaluation.evaluate import DONE_FILE, EvalResult, evaluate, rethreshold
 
 if TYPE_CHECKING:  # training (torch, TRL, PEFT) is imported when the training step runs
     from hatelens.training.train import TrainResult
@@ -82,26 +84,32 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
     root = open_run_folder(config, quick)
     steps = Steps(config, root, progress)
 
+    # Steps in the order that loads each model once: the base model scores validation and test, then makes
+    # way for training; the fine-tuned model scores validation, test and the suite. (The test scores play
+    # no part in training or in choosing thresholds: calibration reads validation only.)
     baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data, config.validation_samples)
+    baseline_test = steps.evaluate("04_baseline_test", config.test_data, config.test_samples)
+    steps.release_models()
     trained = steps.train("02_train")
     adapter = str(trained.adapter_dir)
     finetuned_validation = steps.evaluate("03_finetuned_validation", config.validation_data,
                                           config.validation_samples, adapter=adapter)
-    baseline_calibration = steps.calibrate(baseline_validation)
-    finetuned_calibration = steps.calibrate(finetuned_validation)
-    baseline_test = steps.evaluate("04_baseline_test", config.test_data, config.test_samples)
     finetuned_test = steps.evaluate("05_finetuned_test", config.test_data, config.test_samples, adapter=adapter)
-    baseline = ModelRuns(baseline_validation, baseline_calibration, baseline_test,
-                         steps.rethreshold("06_baseline_test_calibrated", baseline_test, baseline_calibration))
-    finetuned = ModelRuns(finetuned_validation, finetuned_calibration, finetuned_test,
-                          steps.rethreshold("07_finetuned_test_calibrated", finetuned_test, finetuned_calibration))
-    reference = suite = None
-    if config.reference:
-        reference = steps.evaluate("08_reference_test", config.test_data, config.test_samples, backend="reference")
+    suite = None
     if config.functional_suite:
         suite = steps.evaluate("09_finetuned_functional_suite",
                                str(resources.find("suites", config.functional_suite)), config.suite_samples,
                                adapter=adapter, data_format="hatecheck")
+    steps.release_models()
+    baseline_calibration = steps.calibrate(baseline_validation)
+    finetuned_calibration = steps.calibrate(finetuned_validation)
+    baseline = ModelRuns(baseline_validation, baseline_calibration, baseline_test,
+                         steps.rethreshold("06_baseline_test_calibrated", baseline_test, baseline_calibration))
+    finetuned = ModelRuns(finetuned_validation, finetuned_calibration, finetuned_test,
+                          steps.rethreshold("07_finetuned_test_calibrated", finetuned_test, finetuned_calibration))
+    reference = None
+    if config.reference:
+        reference = steps.evaluate("08_reference_test", config.test_data, config.test_samples, backend="reference")
 
     verdict = steps.compare_and_report("10_comparison", baseline, finetuned, trained, reference=reference,
                                        suite=suite, wall_s=time.perf_counter() - started, quick=quick)
@@ -130,6 +138,23 @@ class Steps:
 
     def __init__(self, config: RunConfig, root: Path, progress: bool):
         self.config, self.root, self.progress = config, root, progress
+        self.loaded: dict[str | None, object] = {}  # adapter (None: the base model) -> its loaded classifier
+
+    def classifier(self, model: ModelConfig, step: str):
+        """The hf classifier of this model + adapter, loaded once and reused by every step that scores with
+        it (a 40 GB model loads in tens of seconds); None for other backends and for finished steps."""
+        if model.backend != "hf" or (self.root / step / DONE_FILE).is_file():
+            return None
+        if model.adapter not in self.loaded:
+            self.release_models()
+            self.loaded[model.adapter] = create_backend("hf", model)
+        return self.loaded[model.adapter]
+
+    def release_models(self) -> None:
+        """Drop the loaded classifiers (before training, or another model, needs the memory)."""
+        if self.loaded:
+            self.loaded.clear()
+            free_memory()
 
     def evaluate(self, step: str, data: str, samples: int | None, *, adapter: str | None = None,
                  backend: str = "hf", data_format: str | None = None) -> EvalResult:
@@ -142,7 +167,8 @@ class Steps:
                                  report_to=config.report_to)
         logger.info("step %s: %s on %s", step, "reference" if backend == "reference" else
                     f"{config.model}{' + adapter' if adapter else ''}", data)
-        return evaluate(eval_config, progress=self.progress, run_dir=self.root / step)
+        return evaluate(eval_config, classifier=self.classifier(model, step), progress=self.progress,
+                        run_dir=self.root / step)
 
     def train_config(self, step: str) -> TrainConfig:
         """The training recipe <- this run's model, template, data and folder <- the run's train_overrides."""

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 GATE_COMPILATIONS = {"count": 0}
 
 
-def use_gpu_speedups(model, *, inference: bool) -> dict:
+def use_gpu_speedups(model, *, inference: bool, compile_gate: bool = True) -> dict:
     """Apply what helps this model on its device. Returns what was applied: {"applied": [names],
     "experts": which expert implementation runs, "compile_s": seconds the gate's compilation took
     (paid here, once, on a small warm-up tensor: not by the first batch)}."""
@@ -29,7 +29,9 @@ def use_gpu_speedups(model, *, inference: bool) -> dict:
         return {"applied": []}
     experts = describe_experts(model)
     report = {"applied": [], "experts": experts}
-    if compile_expert_gate(model):
+    if not compile_gate:
+        logger.info("gpt-oss experts run by %s with the eager gate (compile_expert_gate is off)", experts)
+    elif compile_expert_gate(model):
         report["compile_s"] = round(warm_up_expert_gate(model, backward=not inference), 2)
         report["applied"].append("compiled expert gate")
     else:

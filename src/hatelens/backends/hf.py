@@ -296,7 +296,7 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
                                       revision=config.revision)
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               revision=config.revision, tokenizer=tokenizer)
-    speedups = use_gpu_speedups(model, inference=True)
+    speedups = use_gpu_speedups(model, inference=True, compile_gate=config.compile_expert_gate)
     version = source.model_id
     if adapter:
         extras.require("train", "evaluating a LoRA adapter")

@@ -5,6 +5,7 @@ every load (tens of seconds), so the first load saves an fp32 safetensors copy i
 later loads read that (a second or two).
 """
 
+import gc
 import hashlib
 import importlib.util
 import inspect
@@ -243,3 +244,10 @@ def cache_argument(model) -> str:
     to `cache` (the old name warns until 5.40)."""
     parameters = inspect.signature(model.get_decoder().forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def free_memory() -> None:
+    """Give the memory of models just dropped back: collect them, then empty CUDA's cache."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -23,7 +23,6 @@ Data-parallel on several GPUs (one process each; CPU processes with --device cpu
 The main process picks the run folder and writes every file; the others train beside it, silently.
 """
 
-import gc
 import logging
 import shutil
 import time
@@ -41,7 +40,7 @@ from trl import SFTConfig
 from hatelens import data, runs, trackers
 from hatelens.backends import models, prompts
 from hatelens.backends.fast_paths import use_gpu_speedups
-from hatelens.backends.models import pick_device, pick_dtype
+from hatelens.backends.models import free_memory, pick_device, pick_dtype
 from hatelens.config import TrainConfig, to_dict
 from hatelens.errors import ConfigError, ModelError
 from hatelens.files import file_sha256
@@ -283,7 +282,7 @@ def load_base_model(config: TrainConfig, source, tokenizer, dtype, device):
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               tokenizer=tokenizer, **kwargs)
     model.config.use_cache = False  # no key/value cache while training (gradient checkpointing needs it off)
-    use_gpu_speedups(model, inference=False)
+    use_gpu_speedups(model, inference=False, compile_gate=config.compile_expert_gate)
     model.name_or_path = adapter_base_name(config.model)  # PEFT copies it into adapter_config.json
     return model
 
@@ -340,12 +339,6 @@ def build_trainer(setup: TrainingSetup, model, *, batch_size: int, grad_accum: i
     )
     trainer.remove_callback(PrinterCallback)  # TrainingProgress logs instead of printing raw dicts
     return trainer
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class run_log:
