@@ -80,9 +80,6 @@ COMMANDS = {"data": data_stats, "hatexplain": build_hatexplain, "toxigen": build
             "reference": monitor_reference, "logs": monitor_log, "thresholds": evaluate_thresholds}
 THROUGH_EVALUATE = ["label_true.jsonl", "lone_high_surrogate.jsonl", "extra_field.csv", "deep_nesting.json",
                     "latin1_bytes.jsonl", "huge_field.csv"]
-NOT_YET = pytest.mark.xfail(strict=True, reason="load_thresholds (evaluation/) does not check these yet: issue 14")
-PENDING = {"thresholds/a_list.json", "thresholds/above_one.json", "thresholds/nan.json",
-           "thresholds/per_group_strings.json"}
 STATS_ACCEPTS = {"data/empty_text.jsonl", "data/whitespace_text.jsonl"}  # stats reports empty texts; evaluate refuses
 
 
@@ -92,8 +89,7 @@ def cases() -> list:
         for file in sorted((CORPUS / folder).iterdir()):
             name = f"{folder}/{file.name}"
             args = evaluate_data(file) if name in STATS_ACCEPTS else command(file)
-            found.append(pytest.param(name, args, file, id=name,
-                                      marks=[NOT_YET] if name in PENDING else []))
+            found.append(pytest.param(name, args, file, id=name))
     for name in THROUGH_EVALUATE:
         file = CORPUS / "data" / name
         found.append(pytest.param(f"evaluate:{name}", evaluate_data(file), file, id=f"evaluate:{name}"))
