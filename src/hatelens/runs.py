@@ -80,12 +80,13 @@ def manifest(**fields) -> dict:
             "versions": versions(), "machine": machine(), **fields}
 
 
-def config_hash(config, **inputs) -> str:
+def config_hash(config, *, digits: int = 16, **inputs) -> str:
     """A run's identity: its config (less output_dir: where it is written is not what it is) plus
-    `inputs` (e.g. the hash of the examples it reads). The same identity resumes the same run."""
+    `inputs` (e.g. the hash of the examples it reads), as `digits` hex digits. The same identity
+    resumes the same run."""
     identity = {**to_dict(config), **inputs}
     identity.pop("output_dir", None)
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:digits]
 
 
 def find_unfinished(output_dir: Path, config_hash: str, done_file: str) -> Path | None:

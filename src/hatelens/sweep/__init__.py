@@ -16,7 +16,6 @@ test split is never read here, so the choice cannot leak into the final numbers.
   <name>/sweep.md, sweep.json        the table (rewritten after each cell), the rule, the winner
 """
 
-import hashlib
 import itertools
 import json
 import logging
@@ -26,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hatelens import resources, runs
-from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config, to_dict
+from hatelens.config import DEFAULT_THRESHOLD, EvalConfig, ModelConfig, TrainConfig, load_config, to_dict
+from hatelens.data.labels import GROUPS
 from hatelens.errors import ConfigError
 from hatelens.sweep.table import as_overrides, check_rule, format_markdown, pick_winner
 
@@ -47,7 +47,7 @@ class SweepRule:
     metric: str = "f1"  # f1 | roc_auc | pr_auc: what the winner maximises (on validation, at `threshold`)
     max_group_fpr: float = 0.20  # issue 13's budget: no group's normal posts flagged more than 20% of the time
     max_group_fnr: float = 0.25  # ... and no group's hate missed more than 25% of the time
-    groups: list = field(default_factory=lambda: ["lgbtq", "mexican", "middle_east"])
+    groups: list = field(default_factory=lambda: list(GROUPS))
 
 
 @dataclass
@@ -60,7 +60,7 @@ class SweepConfig:
     overrides: dict = field(default_factory=dict)  # applied to every cell (dotted keys: lora.r)
     cells: list = field(default_factory=list)  # [{name?, overrides: {...}}]: explicit variants
     grid: dict = field(default_factory=dict)  # key -> list of values: every combination, crossed with each cell
-    threshold: float = 0.5  # decision threshold of the validation F1 / FPR / FNR
+    threshold: float = DEFAULT_THRESHOLD  # decision threshold of the validation F1 / FPR / FNR
     n_bootstrap: int = 200  # bootstrap resamples of each cell's metrics.json intervals
     rule: SweepRule = field(default_factory=SweepRule)
 
@@ -203,10 +203,9 @@ def check_validation_only(config: TrainConfig, cell: str) -> None:
 
 
 def cell_identity(train_config: TrainConfig, config: SweepConfig, quick: bool) -> str:
-    identity = {**to_dict(train_config), "threshold": config.threshold, "n_bootstrap": config.n_bootstrap,
-                "quick": quick}
-    identity.pop("output_dir")
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    """The cell's folder name: 12 hex digits of its training config and how it is scored."""
+    return runs.config_hash(train_config, digits=12, threshold=config.threshold, n_bootstrap=config.n_bootstrap,
+                            quick=quick)
 
 
 def _cell_entry(entry, index: int) -> tuple[str | None, dict]:

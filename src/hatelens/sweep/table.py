@@ -3,6 +3,7 @@
 import yaml
 
 from hatelens.errors import ConfigError
+from hatelens.report.formatting import num
 
 METRICS = ("f1", "roc_auc", "pr_auc")
 GROUP_SHORT = {"lgbtq": "lgbtq", "mexican": "mex", "middle_east": "me"}
@@ -97,7 +98,7 @@ def format_markdown(config, rows: list[dict], winner: dict, rule_met: bool, *, q
 
 
 def _number(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return num(value, missing="-")
 
 
 def _rates(row: dict, groups: list, rate: str) -> str:
