@@ -69,17 +69,19 @@ def test_one_process_resumes_an_interrupted_multi_process_run(tiny_llama_dir, sm
     config = EvalConfig(data=str(data_path), output_dir=str(tmp_path / "runs"), n_bootstrap=10,
                         model=ModelConfig(model=str(tiny_llama_dir), batch_size=1, device="cpu"))
     finished = evaluate(config, progress=False)
-    # Make it look cut off mid-run (chunks of 4 rows): no metrics.json, the first chunk in the main file,
-    # the third in the second process's file, the second and the last never written.
-    lines = (finished.run_dir / PREDICTIONS).read_text().splitlines(keepends=True)
+    # Make it look cut off mid-run (chunks of 4 rows, shortest texts first): no metrics.json, the first
+    # chunk in the main file, the third in the second process's file, the second and the last never written.
+    lines = (finished.run_dir / PREDICTIONS).read_text().splitlines(keepends=True)  # a finished file: data order
+    by_length = sorted(lines, key=lambda line: (len(json.loads(line)["text"]), json.loads(line)["id"]))
     (finished.run_dir / "metrics.json").unlink()
-    (finished.run_dir / PREDICTIONS).write_text("".join(lines[:4]))
-    (finished.run_dir / "predictions.rank1.jsonl").write_text("".join(lines[8:12]))
+    (finished.run_dir / PREDICTIONS).write_text("".join(by_length[:4]))
+    (finished.run_dir / "predictions.rank1.jsonl").write_text("".join(by_length[8:12]))
     resumed = evaluate(config, progress=False)
     assert resumed.run_dir == finished.run_dir and resumed.resumed_rows == 8
     assert not (finished.run_dir / "predictions.rank1.jsonl").exists()
     rows = [json.loads(line) for line in (finished.run_dir / PREDICTIONS).read_text().splitlines()]
-    assert sorted(row["id"] for row in rows) == sorted(ids)  # each row once
+    assert [row["id"] for row in rows] == ids  # each row once, in data order again
+    assert [row["score"] for row in rows] == pytest.approx([json.loads(line)["score"] for line in lines], abs=1e-6)
     assert resumed.metrics["f1"] == finished.metrics["f1"]
 
 

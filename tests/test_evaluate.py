@@ -53,7 +53,7 @@ def test_run_folder_holds_everything_a_figure_needs(dataset, tmp_path, classifie
     assert set(metrics["per_group"]) == set(GROUPS)
     for key in ("f1", "precision", "recall", "accuracy", "fpr", "fnr", "roc_auc", "invalid_rate"):
         assert key in metrics
-    assert "Target to beat" in result.summary
+    assert f"Target to beat: F1 0.615 -> this run {metrics['f1']:.3f}" in result.summary
 
 
 class Interrupting:

@@ -41,8 +41,9 @@ def test_run_walks_every_step_and_writes_a_report(run_config):
     verdict = json.loads((result.run_dir / "verdict.json").read_text())
     comparison = json.loads((result.run_dir / "10_comparison" / "comparison.json").read_text())
     assert verdict["passed"] == comparison["passed"] == all(c["status"] != "FAIL" for c in comparison["criteria"])
-    names = {criterion["name"] for criterion in verdict["criteria"]}
-    assert len(names) >= 4
+    assert verdict["criteria"] == comparison["criteria"]  # the verdict is the comparison's, not computed apart
+    assert [criterion["name"] for criterion in verdict["criteria"]] == [
+        "baseline_f1", "finetuned_f1", "improvement", "fpr_lgbtq", "validation_loss"]  # the default criteria
     thresholds = json.loads((result.run_dir / "03_finetuned_validation" / "thresholds.json").read_text())
     calibrated = json.loads((result.run_dir / "07_finetuned_test_calibrated" / "metrics.json").read_text())
     assert calibrated["run"]["thresholds"]["threshold"] == pytest.approx(thresholds["threshold"])
