@@ -94,6 +94,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from hatelens.evaluation.calibrate import calibrate
+    from hatelens.report.formatting import num
 
     if args.max_group_fpr is not None:
         result = calibrate(args.run, objective="max_group_fpr", max_group_fpr=args.max_group_fpr,
@@ -109,9 +110,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
           f" F1 cost {thresholds['f1_cost']:.4f}; as evaluated {thresholds['run_f1']:.4f})")
     print(f"{'group':<14}{'n':>5}{'threshold':>11}{'FPR':>8}{'FNR':>8}")
     for group, entry in thresholds["validation_per_group"].items():
-        fpr = "n/a" if entry["fpr"] is None else f"{entry['fpr']:.3f}"
-        fnr = "n/a" if entry["fnr"] is None else f"{entry['fnr']:.3f}"
-        print(f"{group:<14}{entry['n']:>5}{entry['threshold']:>11.4f}{fpr:>8}{fnr:>8}")
+        print(f"{group:<14}{entry['n']:>5}{entry['threshold']:>11.4f}{num(entry['fpr']):>8}{num(entry['fnr']):>8}")
     print(f"Wrote:  {result.path}  (use it: hatelens evaluate ... --thresholds {result.path})")
     return 0
 

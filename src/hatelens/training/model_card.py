@@ -13,6 +13,7 @@ import yaml
 
 from hatelens import runs
 from hatelens.errors import DataError
+from hatelens.report.formatting import num
 
 # alias -> (Hub id of the base model, its licence in the Hub's spelling)
 BASE_MODELS = {
@@ -116,7 +117,7 @@ def _evaluation_lines(evaluations: dict[str, dict]) -> list[str]:
 
 
 def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    return num(value, 4) if value is None or isinstance(value, float) else str(value)
 
 
 def write_model_card(folder: str | Path, **card) -> Path:
