@@ -1,6 +1,7 @@
 """Metric tests on small arrays computed by hand (1 = hate)."""
 
 import json
+import math
 import warnings
 
 import numpy as np
@@ -322,3 +323,22 @@ def test_counts_at_thresholds_equal_thresholding_each_time():
         assert rates_from_counts(**{name: value[index] for name, value in counts.items()})["f1"] == (
             pytest.approx(f1) if not np.isnan(f1) else pytest.approx(np.nan, nan_ok=True))
     assert counts["tp"][0] == y_true.sum() and counts["tp"][-1] == 0 and counts["fp"][-1] == 0
+
+
+def test_resampling_metrics_equal_scikit_learn_on_random_and_tied_scores():
+    """The bootstrap's fast metrics (no sklearn input checks) give sklearn's numbers, ties and NaN scores too."""
+    from hatelens.evaluation.metrics import _aucs, binary_rates, resample_aucs, resample_rates
+
+    rng = np.random.default_rng(7)
+    for case in range(200):
+        n = int(rng.integers(2, 50))
+        y_true, y_pred = rng.integers(0, 2, n), rng.integers(0, 2, n)
+        scores = rng.integers(0, 5, n) / 4.0 if case % 2 else rng.random(n)  # every other case full of ties
+        if case % 5 == 0:
+            scores[rng.random(n) < 0.25] = np.nan
+        expected, fast = _aucs(y_true, scores), resample_aucs(y_true, scores)
+        for name in expected:
+            assert expected[name] == pytest.approx(fast[name], abs=1e-12, nan_ok=True)
+        rates = resample_rates("accuracy", "precision", "recall", "f1", "fpr", "fnr")(y_true, y_pred)
+        for name, value in binary_rates(y_true, y_pred).items():
+            assert (math.nan if value is None else value) == pytest.approx(rates[name], abs=1e-12, nan_ok=True)
