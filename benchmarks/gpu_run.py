@@ -101,7 +101,7 @@ def fresh_process_eval(args, results: Results) -> None:
     out_dir = Path(args.work) / "cold_eval"
     command = [sys.executable, "-m", "hatelens", "evaluate", "--model", args.model, "--template", "baseline",
                "--data", TEST, "--output-dir", str(out_dir), "--quiet", "--batch-size", "256",
-               "model.max_batch_tokens=16384"]
+               "model.max_batch_tokens=32768"]
     if args.rows:
         command += ["--max-samples", str(args.rows)]
     run = stream(command, Path(args.out) / "cold_eval.log", 300)
@@ -123,7 +123,7 @@ def in_process(args, results: Results) -> None:
     from hatelens.evaluation.evaluate import evaluate
 
     report: dict = {}
-    model_config = ModelConfig(model=args.model, batch_size=256, max_batch_tokens=16384)
+    model_config = ModelConfig(model=args.model, batch_size=256, max_batch_tokens=32768)
     started = time.perf_counter()
     model, tokenizer, _ = load_for_inference(model_config, report=report)
     results.add("load", {"wall_s": round(time.perf_counter() - started, 1), **report,
@@ -134,7 +134,7 @@ def in_process(args, results: Results) -> None:
     timings = {}
     for template_name in ("baseline", "policy_persona"):
         template = prompts.load_template(template_name)
-        classifier = HFClassifier(model, tokenizer, template, batch_size=256, max_batch_tokens=16384)
+        classifier = HFClassifier(model, tokenizer, template, batch_size=256, max_batch_tokens=32768)
         for attempt in ("first", "warm"):
             config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
                                 model=ModelConfig(model=args.model, template=template_name))
@@ -177,7 +177,7 @@ def time_compiled_gate(args, model, tokenizer) -> dict:
         return {"skipped": "no gate to compile"}
     compile_s = warm_up_expert_gate(model, backward=False)
     classifier = HFClassifier(model, tokenizer, prompts.load_template("baseline"), batch_size=256,
-                              max_batch_tokens=16384)
+                              max_batch_tokens=32768)
     walls = []
     for attempt in ("first", "warm"):
         config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
