@@ -117,3 +117,27 @@ def test_cli_objectives_are_mutually_exclusive(validation, capsys):
     with pytest.raises(SystemExit):
         main(["calibrate", str(validation["run"]), "--objective", "f1", "--equalize", "fpr"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_group_budget_keeps_every_group_within_fpr_and_fnr_or_names_it():
+    """Per-group thresholds within an FPR and an FNR budget; a group no threshold can fit is named, not hidden."""
+    from hatelens.evaluation.calibrate import budget_thresholds
+    from hatelens.evaluation.metrics import binary_rates
+
+    rng = np.random.default_rng(3)
+    groups = np.array(["a"] * 200 + ["b"] * 200)
+    y_true = rng.integers(0, 2, 400)
+    separable = np.where(y_true == 1, rng.uniform(0.5, 1.0, 400), rng.uniform(0.0, 0.6, 400))
+    scores = np.where(groups == "a", separable, rng.uniform(0, 1, 400))  # group b: scores carry no signal
+    thresholds, unmet = budget_thresholds(y_true, scores, groups, fpr_cap=0.2, fnr_cap=0.25)
+    assert unmet == ["b"]  # no threshold on noise gives FPR <= 0.2 and FNR <= 0.25 at once
+    rows_a = groups == "a"
+    rates_a = binary_rates(y_true[rows_a], (scores[rows_a] >= thresholds["a"]).astype(int))
+    assert rates_a["fpr"] <= 0.2 and rates_a["fnr"] <= 0.25
+    rows_b = groups == "b"
+    rates_b = binary_rates(y_true[rows_b], (scores[rows_b] >= thresholds["b"]).astype(int))
+    misses = []  # the miss of every threshold group b could take: it got the smallest
+    for threshold in np.unique(scores[rows_b]):
+        rates = binary_rates(y_true[rows_b], (scores[rows_b] >= threshold).astype(int))
+        misses.append(max(rates["fpr"] - 0.2, rates["fnr"] - 0.25))
+    assert max(rates_b["fpr"] - 0.2, rates_b["fnr"] - 0.25) == pytest.approx(min(misses))

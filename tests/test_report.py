@@ -107,7 +107,7 @@ def test_report_command_rebuilds_the_report_of_a_comparison_folder(report, tmp_p
     assert main(["report", str(folder), "--run", f"again={report['finetuned']}", "--thresholds", str(thresholds)]) == 0
     assert (folder / "report.html").is_file()
     text = (folder / "report.md").read_text()
-    assert "| again |" in text and "| max_group_fpr ≤ 0.20 |" in text
+    assert "| again |" in text and "| max_group_fpr FPR ≤ 0.20 |" in text
     assert "plots/loss_curves.png" in text  # the training summary kept in comparison.json
 
 

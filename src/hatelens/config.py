@@ -18,6 +18,7 @@ from hatelens.errors import ConfigError
 # Defaults several stages share, named once.
 DEFAULT_THRESHOLD = 0.5  # score >= this is "hate" unless calibrated thresholds say otherwise
 DEFAULT_MAX_GROUP_FPR = 0.35  # the seed's LGBTQ+ FPR criterion; also the calibration cap
+DEFAULT_MAX_GROUP_FNR = 0.25  # issue 13's FNR budget, for calibration: group_budget
 N_BOOTSTRAP = 1000  # resamples behind every bootstrap interval
 CONFIDENCE = 0.95  # of every bootstrap interval
 TARGET_F1 = 0.615  # the "target to beat" line of an evaluation summary
@@ -275,8 +276,9 @@ class RunConfig:
     train_data: str = "data/train.jsonl"
     validation_data: str = "data/validation.jsonl"
     test_data: str = "data/unified/unified_test.json"
-    calibration: str = "f1"  # thresholds picked on validation scores: f1 | max_group_fpr | equalize_fpr
-    max_group_fpr: float = DEFAULT_MAX_GROUP_FPR  # the cap when calibration is max_group_fpr
+    calibration: str = "f1"  # thresholds picked on validation scores: f1 | max_group_fpr | group_budget | equalize_fpr
+    max_group_fpr: float = DEFAULT_MAX_GROUP_FPR  # the FPR cap when calibration is max_group_fpr or group_budget
+    max_group_fnr: float = DEFAULT_MAX_GROUP_FNR  # the FNR cap when calibration is group_budget
     criteria: str = "configs/criteria/default.yaml"
     reference: bool = True  # also score the MiniLM + logistic-regression reference on the test split
     functional_suite: str | None = "suites/functional/hatelens_functional.csv"

@@ -197,7 +197,7 @@ class Steps:
         from hatelens.evaluation.calibrate import calibrate
 
         return calibrate(validation.run_dir, objective=self.config.calibration,
-                         max_group_fpr=self.config.max_group_fpr)
+                         max_group_fpr=self.config.max_group_fpr, max_group_fnr=self.config.max_group_fnr)
 
     def rethreshold(self, step: str, test: EvalResult, calibration: Calibration) -> EvalResult:
         return rethreshold(test.run_dir, calibration.path, self.root / step)

@@ -49,6 +49,9 @@ def register(subparsers) -> None:
                            help="per-group thresholds, best F1 with every group's FPR at or under this cap")
     objective.add_argument("--equalize", choices=("fpr",), help="per-group thresholds giving every group the same FPR "
                                                                "(Fairlearn ThresholdOptimizer)")
+    calibrate.add_argument("--max-group-fnr", "--max_group_fnr", dest="max_group_fnr", type=float,
+                           help="with it, per-group thresholds keep every group's FPR (--max-group-fpr, default 0.35) "
+                                "and FNR within budget; a group no threshold fits is named")
     calibrate.add_argument("--output", help="thresholds file to write (default: RUN/thresholds.json)")
     calibrate.set_defaults(handler=run_calibrate)
 
@@ -96,7 +99,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from hatelens.evaluation.calibrate import calibrate
     from hatelens.report.formatting import num
 
-    if args.max_group_fpr is not None:
+    if args.max_group_fnr is not None:
+        caps = {"max_group_fnr": args.max_group_fnr}
+        if args.max_group_fpr is not None:
+            caps["max_group_fpr"] = args.max_group_fpr
+        result = calibrate(args.run, objective="group_budget", output_path=args.output, **caps)
+    elif args.max_group_fpr is not None:
         result = calibrate(args.run, objective="max_group_fpr", max_group_fpr=args.max_group_fpr,
                            output_path=args.output)
     elif args.equalize:
@@ -111,6 +119,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(f"{'group':<14}{'n':>5}{'threshold':>11}{'FPR':>8}{'FNR':>8}")
     for group, entry in thresholds["validation_per_group"].items():
         print(f"{group:<14}{entry['n']:>5}{entry['threshold']:>11.4f}{num(entry['fpr']):>8}{num(entry['fnr']):>8}")
+    if thresholds.get("budget_unmet"):
+        print(f"Budget not met on validation by any threshold for: {', '.join(thresholds['budget_unmet'])} "
+              "(each gets the threshold that misses it by least)")
     print(f"Wrote:  {result.path}  (use it: hatelens evaluate ... --thresholds {result.path})")
     return 0
 

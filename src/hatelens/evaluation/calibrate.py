@@ -4,6 +4,10 @@ Objectives (a prediction is "hate" when score >= threshold: `thresholds.Threshol
 - f1:            one global threshold, the one with the best F1 on the validation rows.
 - max_group_fpr: per-group thresholds with the best overall F1 such that every group's FPR stays at
                  or under a cap (coordinate ascent over each group's candidate thresholds).
+- group_budget:  per-group thresholds with the best overall F1 such that every group's FPR and FNR stay
+                 within their budgets; a group for which no threshold meets both gets the threshold that
+                 misses them by least, and is named in `budget_unmet` (never a silent trade of one group's
+                 errors for F1).
 - equalize_fpr:  per-group thresholds that give every group the same FPR. Fairlearn's
                  ThresholdOptimizer (false_positive_rate_parity, balanced accuracy) picks the common
                  FPR; its randomised mix of two thresholds per group is replaced by the single
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from hatelens.config import DEFAULT_MAX_GROUP_FPR
+from hatelens.config import DEFAULT_MAX_GROUP_FNR, DEFAULT_MAX_GROUP_FPR
 from hatelens.data.labels import to_int
 from hatelens.errors import ConfigError
 from hatelens.evaluation.metrics import binary_rates, counts_at_thresholds, rates_from_counts
@@ -30,7 +34,7 @@ from hatelens.runs import FinishedRun, load_finished_run
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("f1", "max_group_fpr", "equalize_fpr")
+OBJECTIVES = ("f1", "max_group_fpr", "group_budget", "equalize_fpr")
 MAX_PASSES = 50  # coordinate ascent stops earlier as soon as a pass changes nothing
 
 
@@ -42,7 +46,7 @@ class Calibration:
 
 
 def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: float = DEFAULT_MAX_GROUP_FPR,
-              output_path: str | Path | None = None) -> Calibration:
+              max_group_fnr: float = DEFAULT_MAX_GROUP_FNR, output_path: str | Path | None = None) -> Calibration:
     """Pick thresholds on a finished validation run and write thresholds.json (default: inside the run).
 
     `hatelens evaluate --thresholds thresholds.json` applies them; `evaluate.rethreshold` applies them
@@ -50,8 +54,9 @@ def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: floa
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown calibration objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}")
-    if objective == "max_group_fpr" and not 0.0 <= max_group_fpr <= 1.0:
-        raise ConfigError(f"--max-group-fpr {max_group_fpr} must be a rate between 0 and 1")
+    for name, cap in (("--max-group-fpr", max_group_fpr), ("--max-group-fnr", max_group_fnr)):
+        if objective in ("max_group_fpr", "group_budget") and not 0.0 <= cap <= 1.0:
+            raise ConfigError(f"{name} {cap} must be a rate between 0 and 1")
     run = load_finished_run(run_dir)
     _refuse_test_split(run)
     arrays = _scored_arrays(run)
@@ -59,8 +64,14 @@ def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: floa
 
     best_threshold, best_f1 = best_f1_threshold(y_true, scores)
     per_group: dict[str, float] = {}
+    unmet: list[str] = []
     if objective == "max_group_fpr":
-        per_group = capped_fpr_thresholds(y_true, scores, groups, max_group_fpr)
+        per_group, _ = budget_thresholds(y_true, scores, groups, fpr_cap=max_group_fpr)
+    elif objective == "group_budget":
+        per_group, unmet = budget_thresholds(y_true, scores, groups, fpr_cap=max_group_fpr, fnr_cap=max_group_fnr)
+        for group in unmet:
+            logger.warning("calibration: no threshold keeps %s within FPR <= %.2f and FNR <= %.2f on validation; "
+                           "it gets the threshold that misses the budget by least", group, max_group_fpr, max_group_fnr)
     elif objective == "equalize_fpr":
         per_group = equal_fpr_thresholds(y_true, scores, groups)
     thresholds = Thresholds(threshold=best_threshold, per_group=per_group)
@@ -69,7 +80,9 @@ def calibrate(run_dir: str | Path, *, objective: str = "f1", max_group_fpr: floa
     run_predictions = arrays["y_pred"]
     details = {
         "objective": objective,
-        "max_group_fpr": max_group_fpr if objective == "max_group_fpr" else None,
+        "max_group_fpr": max_group_fpr if objective in ("max_group_fpr", "group_budget") else None,
+        "max_group_fnr": max_group_fnr if objective == "group_budget" else None,
+        "budget_unmet": unmet if objective == "group_budget" else None,
         "source_run": str(run.run_dir),
         "source_data": run.data_file,
         "n": len(y_true),
@@ -91,6 +104,8 @@ METHODS = {
     "f1": "global threshold maximising F1 on the validation rows",
     "max_group_fpr": "per-group thresholds maximising overall F1 subject to FPR <= cap in every group "
                      "(coordinate ascent from the best global threshold that meets the cap)",
+    "group_budget": "per-group thresholds maximising overall F1 subject to FPR <= cap and FNR <= cap in every group "
+                    "(coordinate ascent); a group with no such threshold gets the one with the smallest miss",
     "equalize_fpr": "Fairlearn ThresholdOptimizer (false_positive_rate_parity, balanced_accuracy_score) picks a "
                     "common FPR; each group gets the deterministic threshold whose FPR is nearest to it",
 }
@@ -121,25 +136,37 @@ def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, fl
     return float(thresholds[best]), float(f1[best])
 
 
-def capped_fpr_thresholds(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray, cap: float) -> dict[str, float]:
-    """Per-group thresholds with the best overall F1 such that each group's FPR <= cap.
+def budget_thresholds(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray, *, fpr_cap: float,
+                      fnr_cap: float | None = None) -> tuple[dict[str, float], list[str]]:
+    """Per-group thresholds with the best overall F1 such that each group's FPR <= fpr_cap (and FNR <= fnr_cap).
 
-    Starts from the best single threshold that meets the cap in every group (one above every score
-    always does), then coordinate ascent: each group in turn takes its feasible threshold that
-    maximises the overall F1 with the other groups' fixed, until a pass changes nothing. So the
-    result is never worse than the best global threshold that meets the cap.
+    Each group's allowed thresholds are those within its budget; a group where none is (only possible with an
+    FNR cap) is allowed those that miss it by least (smallest max(FPR - cap, FNR - cap)) and is returned in the
+    list of groups whose budget was not met. Starts from the best single threshold allowed in every group,
+    then coordinate ascent: each group in turn takes its allowed threshold that maximises the overall F1 with
+    the other groups' fixed, until a pass changes nothing. Returns ({group: threshold}, [unmet groups]).
     """
     thresholds = candidate_thresholds(scores)
-    options, feasible_everywhere = {}, np.ones(len(thresholds), dtype=bool)
+    options, unmet, allowed_everywhere = {}, [], np.ones(len(thresholds), dtype=bool)
     for group in sorted(set(groups.tolist())):
         rows = groups == group
         counts = counts_at_thresholds(y_true[rows], scores[rows], thresholds)
-        fpr = np.nan_to_num(rates_from_counts(**counts)["fpr"], nan=0.0)  # a group without normal rows: no FPR
-        feasible = fpr <= cap + 1e-12
-        feasible_everywhere &= feasible
-        options[group] = {"feasible": feasible, **counts}
+        rates = rates_from_counts(**counts)
+        miss = np.nan_to_num(rates["fpr"], nan=0.0) - fpr_cap  # a group without normal rows: no FPR
+        if fnr_cap is not None:
+            miss = np.maximum(miss, np.nan_to_num(rates["fnr"], nan=0.0) - fnr_cap)
+        allowed = miss <= 1e-12
+        if not allowed.any():
+            unmet.append(group)
+            allowed = miss <= miss.min() + 1e-12
+        allowed_everywhere &= allowed
+        options[group] = {"allowed": allowed, **counts}
+    return _coordinate_ascent(thresholds, options, y_true, scores, allowed_everywhere), unmet
+
+
+def _coordinate_ascent(thresholds, options: dict, y_true, scores, allowed_everywhere) -> dict[str, float]:
     overall = counts_at_thresholds(y_true, scores, thresholds)
-    overall_f1 = np.where(feasible_everywhere, _f1(overall["tp"], overall["fp"], overall["fn"]), -1.0)
+    overall_f1 = np.where(allowed_everywhere, _f1(overall["tp"], overall["fp"], overall["fn"]), -1.0)
     chosen = dict.fromkeys(options, int(np.argmax(overall_f1)))
     for _ in range(MAX_PASSES):
         changed = False
@@ -147,10 +174,11 @@ def capped_fpr_thresholds(y_true: np.ndarray, scores: np.ndarray, groups: np.nda
             others = {name: sum(options[other][name][chosen[other]] for other in options if other != group)
                       for name in ("tp", "fp", "fn")}
             f1 = _f1(option["tp"] + others["tp"], option["fp"] + others["fp"], option["fn"] + others["fn"])
-            f1 = np.where(option["feasible"], f1, -1.0)
+            f1 = np.where(option["allowed"], f1, -1.0)
             best = int(np.argmax(f1))
-            if f1[best] > f1[chosen[group]] + 1e-12:
-                chosen[group], changed = best, True
+            if f1[best] > f1[chosen[group]] + 1e-12 or not option["allowed"][chosen[group]]:
+                changed = changed or best != chosen[group]
+                chosen[group] = best
         if not changed:
             break
     return {group: float(thresholds[chosen[group]]) for group in options}

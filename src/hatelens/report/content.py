@@ -159,12 +159,19 @@ def _training(training_summary: dict) -> Section:
     return Section("Fine-tuning", blocks)
 
 
+def _objective(calibration: dict) -> str:
+    """e.g. "group_budget FPR ≤ 0.20, FNR ≤ 0.25 (not met: lgbtq)"."""
+    caps = [f"{rate.upper()} ≤ {calibration[f'max_group_{rate}']:.2f}" for rate in ("fpr", "fnr")
+            if calibration.get(f"max_group_{rate}") is not None]
+    unmet = calibration.get("budget_unmet")
+    return " ".join([calibration["objective"], ", ".join(caps), f"(not met: {', '.join(unmet)})" if unmet else ""]).strip()
+
+
 def _calibrations(calibrations: list[dict]) -> Section:
     rows = []
     for calibration in calibrations:
         per_group = calibration.get("validation_per_group", {})
-        rows.append([calibration["objective"] + (f" ≤ {calibration['max_group_fpr']:.2f}"
-                                                  if calibration.get("max_group_fpr") is not None else ""),
+        rows.append([_objective(calibration),
                      num(calibration["threshold"]),
                      ", ".join(f"{group} {num(value)}" for group, value in calibration["per_group"].items()) or "—",
                      num(calibration["validation_f1"]),
