@@ -41,6 +41,9 @@ class ModelConfig:
     max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
     max_length_tokens: int = 2048  # longer prompts are cut from the left of the text
     device: str = "auto"  # auto | cpu | cuda
+    # hf on CUDA: single (one GPU) | split (decoder layers over every visible GPU, for a model no card holds) |
+    # auto (split when the weights pass 80% of one card's free memory and several GPUs are visible)
+    placement: str = "auto"
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     trust_remote_code: bool = False  # never on unless asked: it runs code from the model folder
     revision: str | None = None
@@ -271,8 +274,13 @@ class RunConfig:
     template: str = "baseline"  # the prompt template every step uses (training renders with it too)
     batch_size: int = 16  # evaluation batch size (with max_batch_tokens: the most rows a batch may hold)
     max_batch_tokens: int | None = None  # evaluation: padded tokens computed per batch; None: rows only
+    placement: str = "auto"  # evaluation on CUDA: auto | single | split (ModelConfig.placement)
     train_recipe: str = "configs/lora/cpu_small.yaml"
     train_overrides: list = field(default_factory=list)  # key=value applied to the recipe
+    # >1: the training step runs as `accelerate launch --num_processes N` with train_accelerate_config (FSDP over
+    # the host's GPUs, for a model no card holds); the evaluation steps stay in this process
+    train_processes: int = 1
+    train_accelerate_config: str = "configs/accelerate/fsdp.yaml"
     train_data: str = "data/train.jsonl"
     validation_data: str = "data/validation.jsonl"
     test_data: str = "data/unified/unified_test.json"
@@ -367,7 +375,7 @@ PATH_FIELDS = {
     "ServeConfig": ("thresholds",),
     "MonitorConfig": ("reference",),
     "RunConfig": ("template", "train_recipe", "train_data", "validation_data", "test_data", "criteria",
-                  "functional_suite"),
+                  "functional_suite", "train_accelerate_config"),
     "TrainConfig": ("template", "train_file", "val_file"),
     "SweepConfig": ("recipe",),  # (hatelens.sweep)
 }

@@ -23,6 +23,7 @@ from hatelens import resources, runs, trackers
 from hatelens.backends import create_backend
 from hatelens.backends.models import free_memory
 from hatelens.config import EvalConfig, ModelConfig, RunConfig, TrainConfig, load_config, to_dict
+from hatelens.errors import ModelError
 from hatelens.evaluation.calibrate import Calibration
 from hatelens.evaluation.evaluate import DONE_FILE, EvalResult, evaluate, rethreshold
 
@@ -119,6 +120,17 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
     return PipelineResult(run_dir=root, report_html=verdict.report_html, passed=verdict.passed, verdict=verdict)
 
 
+def finished_training(container: Path) -> "TrainResult | None":
+    """The newest finished training run in a step's folder, or None."""
+    from hatelens.training.train import SUMMARY_FILE, TrainResult
+
+    finished = sorted(container.glob(f"*/{SUMMARY_FILE}")) if container.is_dir() else []
+    if not finished:
+        return None
+    run_dir = finished[-1].parent
+    return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter", summary=json.loads(finished[-1].read_text()))
+
+
 def open_run_folder(config: RunConfig, quick: bool) -> Path:
     """The unfinished run of this very config (to resume), or a new folder with its config and manifest."""
     recorded = {**to_dict(config), "quick": quick}
@@ -161,7 +173,7 @@ class Steps:
         config = self.config
         model = ModelConfig(model=config.model, adapter=adapter, template=config.template, backend=backend,
                             batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens,
-                            reference_train=config.train_data)
+                            placement=config.placement, reference_train=config.train_data)
         eval_config = EvalConfig(data=data, output_dir=str(self.root), name=step, format=data_format,
                                  max_samples=samples, seed=config.seed, n_bootstrap=config.n_bootstrap, model=model,
                                  report_to=config.report_to)
@@ -170,28 +182,44 @@ class Steps:
         return evaluate(eval_config, classifier=self.classifier(model, step), progress=self.progress,
                         run_dir=self.root / step)
 
+    def train_values(self, step: str) -> dict:
+        """What the run sets in the training recipe: its model, template, data and folder."""
+        config = self.config
+        return {"model": config.model, "template": config.template, "train_file": config.train_data,
+                "val_file": config.validation_data, "output_dir": str(self.root / step), "name": "train",
+                # TensorBoard in the run folder as always, plus the run's trackers
+                "report_to": list(dict.fromkeys(["tensorboard", *trackers.parse_report_to(config.report_to)]))}
+
     def train_config(self, step: str) -> TrainConfig:
         """The training recipe <- this run's model, template, data and folder <- the run's train_overrides."""
-        config = self.config
-        shared = {"model": config.model, "template": config.template, "train_file": config.train_data,
-                  "val_file": config.validation_data, "output_dir": str(self.root / step), "name": "train",
-                  # TensorBoard in the run folder as always, plus the run's trackers
-                  "report_to": list(dict.fromkeys(["tensorboard", *trackers.parse_report_to(config.report_to)]))}
-        return load_config(TrainConfig, config.train_recipe, config.train_overrides, base=shared)
+        return load_config(TrainConfig, self.config.train_recipe, self.config.train_overrides,
+                           base=self.train_values(step))
 
     def train(self, step: str) -> "TrainResult":
-        """Fine-tune into <root>/<step>/; a finished training there is reused, an unfinished one resumed."""
+        """Fine-tune into <root>/<step>/; a finished training there is reused, an unfinished one resumed.
+        With train_processes > 1 the training runs under `accelerate launch` (training/launch.py)."""
         from hatelens.backends.hf import score_texts
-        from hatelens.training.train import SUMMARY_FILE, TrainResult, train
+        from hatelens.training.train import train
 
-        container = self.root / step
-        finished = sorted(container.glob(f"*/{SUMMARY_FILE}")) if container.is_dir() else []
+        finished = finished_training(self.root / step)
         if finished:
-            run_dir = finished[-1].parent
-            return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter",
-                               summary=json.loads(finished[-1].read_text()))
+            return finished
+        train_config = self.train_config(step)  # a bad recipe or override fails here, before any process starts
         logger.info("step %s: LoRA fine-tuning with %s", step, self.config.train_recipe)
-        return train(self.train_config(step), score_texts=score_texts, progress=self.progress, resume=True)
+        if self.config.train_processes < 2:
+            return train(train_config, score_texts=score_texts, progress=self.progress, resume=True)
+        from hatelens.training.launch import as_overrides, launch_command, launch_training
+
+        command = launch_command(self.config.train_recipe,
+                                 [*as_overrides(self.train_values(step)), *self.config.train_overrides],
+                                 processes=self.config.train_processes, progress=self.progress,
+                                 accelerate_config=resources.find("accelerate", self.config.train_accelerate_config))
+        launch_training(command, self.root / step)
+        finished = finished_training(self.root / step)
+        if finished is None:
+            raise ModelError(f"training under accelerate launch ended without {self.root / step}/*/training_summary"
+                             ".json; run the same `hatelens run` again to resume it")
+        return finished
 
     def calibrate(self, validation: EvalResult) -> Calibration:
         from hatelens.evaluation.calibrate import calibrate

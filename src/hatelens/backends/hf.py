@@ -27,6 +27,7 @@ from hatelens.backends.base import Output
 from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
 from hatelens.backends.parsing import parse_answer
+from hatelens.backends.placement import describe, plan_placement
 from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ModelError
 
@@ -56,7 +57,7 @@ class HFClassifier:
         self.max_batch_tokens = max_batch_tokens or None  # 0 / None: batches of batch_size rows
         self.max_new_tokens = max_new_tokens
         self.model_version = model_version
-        self.device = next(model.parameters()).device
+        self.device = model.get_input_embeddings().weight.device  # the first GPU when layers are split
         self.reuse_prefix = (reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
                              and model.config.to_dict().get("final_logit_softcapping") is None)
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
@@ -233,9 +234,11 @@ class HFClassifier:
         if cache.get_seq_length() != prefix_length + width:
             raise ModelError("the model ignored the cached prompt opening; score with reuse_prefix=False "
                              "or a transformers version hatelens is tested with (5.17, 5.24)")
-        ends = torch.tensor([[len(ids) - count + k for k in range(count)] for ids in suffixes], device=self.device)
+        # hidden is on the last layer's device: with layers split over GPUs (placement.py) not self.device
+        ends = torch.tensor([[len(ids) - count + k for k in range(count)] for ids in suffixes], device=hidden.device)
         picked = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        logits = self.model.get_output_embeddings()(picked)
+        head = self.model.get_output_embeddings()
+        logits = head(picked.to(head.weight.device))
         return torch.log_softmax(logits.float(), dim=-1)
 
     @torch.inference_mode()
@@ -294,8 +297,11 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
     source = models.resolve_model(name)
     tokenizer = models.load_tokenizer(source, trust_remote_code=config.trust_remote_code,
                                       revision=config.revision)
+    placement = plan_placement(config, source, dtype, device)
+    logger.info("%s: %s", source.model_id, describe(placement))
+    split = {"device_map": placement.device_map} if placement.device_map else {}
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
-                              revision=config.revision, tokenizer=tokenizer)
+                              revision=config.revision, tokenizer=tokenizer, **split)
     speedups = use_gpu_speedups(model, inference=True, compile_gate=config.compile_expert_gate)
     version = source.model_id
     if adapter:
@@ -304,7 +310,7 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
         version = f"{source.model_id}+adapter:{models.adapter_hash(adapter)}"
         model = attach_adapter(model, adapter)
     if report is not None:
-        report.update(speedups, load_s=round(time.perf_counter() - started, 2))
+        report.update(speedups, load_s=round(time.perf_counter() - started, 2), placement=placement.to_dict())
     return model, tokenizer, version
 
 
@@ -330,5 +336,5 @@ def create(config) -> HFClassifier:
                               max_new_tokens=config.max_new_tokens, model_version=version,
                               max_batch_tokens=config.max_batch_tokens)
     classifier.timing.update(load_s=report["load_s"], compile_s=report.get("compile_s"),
-                             speedups=report["applied"], experts=report.get("experts"))
+                             speedups=report["applied"], experts=report.get("experts"), placement=report["placement"])
     return classifier

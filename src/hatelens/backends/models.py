@@ -135,7 +135,7 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
     return True
 
 
-def _local_only(source: ModelSource) -> bool:
+def local_only(source: ModelSource) -> bool:
     """Hub ids are looked up in the local cache only when the hub cannot be reached."""
     return not Path(source.path).exists() and not hub_reachable()
 
@@ -147,7 +147,7 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False, revi
     gguf = None if path != source.path else source.gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=trust_remote_code,
-                                                  revision=revision, local_files_only=_local_only(source))
+                                                  revision=revision, local_files_only=local_only(source))
     except (OSError, ValueError) as error:
         raise _not_found(source, error) from None
     if source.chat_template and not tokenizer.chat_template:
@@ -172,7 +172,7 @@ def load_model(source: ModelSource, *, dtype=None, device: str = "cpu", trust_re
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, revision=revision,
-            use_safetensors=True, local_files_only=_local_only(source), **kwargs,
+            use_safetensors=True, local_files_only=local_only(source), **kwargs,
         )
     except (OSError, ValueError) as error:
         raise _not_found(source, error) from None
