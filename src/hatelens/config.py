@@ -210,7 +210,9 @@ class ServeLimits:
     max_texts: int = 64  # texts in one request; more get 422
     max_text_chars: int = 10_000  # a longer text gets 422
     max_batch_texts: int = 32  # concurrent requests are merged into one forward pass up to this many texts
+    max_batch_chars: int = 20_000  # ... and this many characters; a longer request is served in turns
     max_wait_ms: float = 10.0  # how long a batch waits for company once its first request arrived
+    batch_timeout_s: float = 60.0  # a forward pass running longer answers its requests 503
 
 
 @dataclass
