@@ -22,7 +22,7 @@ import yaml
 from hatelens.config import to_dict
 from hatelens.data.formats import iter_jsonl_lines, loads_line, read_utf8
 from hatelens.data.labels import encode_predictions
-from hatelens.errors import DataError
+from hatelens.errors import ConfigError, DataError
 from hatelens.files import write_atomic
 
 PACKAGES = ("hatelens", "torch", "transformers", "peft", "trl", "accelerate", "scikit-learn", "fairlearn",
@@ -104,7 +104,18 @@ def find_unfinished(output_dir: Path, config_hash: str, done_file: str) -> Path 
     return None
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """ConfigError when `output_dir`, or a folder above it, exists but is not a folder."""
+    for path in (Path(output_dir), *Path(output_dir).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"output folder {output_dir}: {path} is a file, not a folder; "
+                                  "choose another output_dir (or move the file)")
+            return
+
+
 def new_run_dir(output_dir: Path, name: str) -> Path:
+    check_output_dir(output_dir)
     folder = Path(output_dir) / f"{utc_stamp()}_{name}"
     suffix = 1
     while folder.exists():

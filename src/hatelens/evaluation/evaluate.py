@@ -96,6 +96,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     is returned as it is, an unfinished one resumed.
     """
     trackers.parse_report_to(config.report_to)  # a typo fails now, not after the scoring
+    runs.check_output_dir(Path(config.output_dir))  # a file in the way fails now, not after the model loads
     examples, warnings = load_eval_examples(config)
     template = prompts.load_template(config.model.template) if config.model.backend != "reference" else None
     if template:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from hatelens import resources
+from hatelens.config.bounds import check_bound
 from hatelens.data.labels import GROUPS
 from hatelens.errors import ConfigError
 
@@ -101,6 +102,7 @@ def from_dict(cls, values: dict, *, where: str = "config"):
             kwargs[name] = from_dict(kind, value or {}, where=f"{where}.{name}")
         else:
             kwargs[name] = _coerce(value, kind, f"{where}.{name}")
+            check_bound(cls.__name__, name, kwargs[name], f"{where}.{name}")
     return cls(**kwargs)
 
 
@@ -118,6 +120,11 @@ def _coerce(value, kind, where: str):
     origin_allowed = [typing.get_origin(t) or t for t in allowed]
     if float in origin_allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if float in origin_allowed and str not in origin_allowed and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if any(isinstance(value, t) for t in origin_allowed if isinstance(t, type)):
         if bool not in origin_allowed and isinstance(value, bool) and int in origin_allowed:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -138,7 +145,11 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         for parent in parents:
             target[parent] = dict(target.get(parent) or {})
             target = target[parent]
-        target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {override!r}: {raw!r} is not a YAML value; quote a string "
+                              f"({key}='\"...\"') or give a number, true/false or [a, b]") from None
     return result
 
 
