@@ -17,6 +17,7 @@ BASE = ("hatelens", "config", "runs", "errors", "process_team", "report", "resou
 # The base modules' imports of a layer, each for a reason (ARCHITECTURE.md lists them too).
 EXCEPTIONS = {
     ("hatelens.runs", "hatelens.data.labels"): "reading predictions.jsonl back encodes labels as data/ defines them",
+    ("hatelens.runs", "hatelens.data.formats"): "predictions.jsonl is read with the one line-safe JSONL reader",
     ("hatelens.config", "hatelens.data.labels"): "the defaults name the target groups that data/labels defines once",
     ("hatelens.report.content", "hatelens.evaluation.criteria"):
         "the report states the criteria verdict and loss curves that evaluation/criteria computes",

@@ -99,6 +99,35 @@ def cases() -> list:
 CASES = cases()
 
 
+def evaluate_good(*extra: str) -> list[str]:
+    return ["evaluate", "--model", NO_MODEL, "--data", str(GOOD / "data.jsonl"), "--output-dir", "runs", "--quiet",
+            *extra]
+
+
+MISUSE = CORPUS / "misuse"
+# Command-line misuses: (id, arguments, what the one error line says). Each fails before a model loads.
+MISUSES = [
+    ("batch size 0", evaluate_good("--batch-size", "0"), "config.model.batch_size: 0 is out of range; it must be >= 1"),
+    ("batch size -4", evaluate_good("--batch-size", "-4"), "config.model.batch_size: -4 is out of range"),
+    ("max_samples 0", evaluate_good("--max_samples", "0"), "config.max_samples: 0 is out of range"),
+    ("n_bootstrap -1", evaluate_good("n_bootstrap=-1"), "config.n_bootstrap: -1 is out of range"),
+    ("threshold 1.5", evaluate_good("--threshold", "1.5"), "config.threshold: 1.5 is out of range"),
+    ("threshold NaN", evaluate_good("threshold=.nan"), "config.threshold: nan is not a number"),
+    ("timeout 0", evaluate_good("model.timeout_s=0"), "config.model.timeout_s: 0.0 is out of range; it must be > 0"),
+    ("port 70000", ["serve", "--model", NO_MODEL, "--port", "70000"], "config.port: 70000 is out of range"),
+    ("learning rate 0", ["train", "--model", NO_MODEL, "learning_rate=0"], "config.learning_rate: 0.0 is out of range"),
+    ("learning rate text", ["train", "--model", NO_MODEL, "learning_rate=fast"], "config.learning_rate: expected float"),
+    ("output folder is a file", evaluate_good("--output-dir", str(GOOD / "data.jsonl")), "is a file, not a folder"),
+    ("override not YAML", evaluate_good("threshold=[1,"), "'[1,' is not a YAML value"),
+    ("override not a number", evaluate_good("threshold=abc"), "config.threshold: expected float, got 'abc'"),
+    ("malformed template", evaluate_good("--template", str(MISUSE / "template_malformed.yaml")),
+     f"{MISUSE / 'template_malformed.yaml'}:4: not valid YAML"),
+    ("template a list", evaluate_good("--template", str(MISUSE / "template_list.yaml")), "a template must be a mapping"),
+    ("malformed adapter_config.json", evaluate_good("--model", str(MISUSE / "adapter_malformed")),
+     f"{MISUSE / 'adapter_malformed' / 'adapter_config.json'}: not valid JSON"),
+]
+
+
 def foreign_database(path: Path) -> Path:
     """Another application's SQLite file."""
     connection = sqlite3.connect(path)
@@ -118,6 +147,7 @@ def results(tmp_path_factory) -> dict:
     foreign = foreign_database(work / "foreign.sqlite")
     plan = [(param.id, param.values[1]) for param in CASES]
     plan.append(("logs/foreign.sqlite", monitor_log(foreign)))
+    plan += [(f"misuse:{case_id}", args) for case_id, args, _ in MISUSES]
     specs = []
     for number, (case_id, args) in enumerate(plan):
         cwd = work / f"case{number}"
@@ -131,12 +161,12 @@ def results(tmp_path_factory) -> dict:
     return {spec["id"]: {**outcome, "cwd": Path(spec["cwd"])} for spec, outcome in zip(specs, outcomes)}
 
 
-def check(result: dict, file: Path) -> None:
+def check(result: dict, mention: Path | str) -> None:
     stderr = result["stderr"]
     assert "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and stderr.rstrip("\n").splitlines()[-1] == errors[0], stderr
-    assert str(file) in errors[0], errors[0]
+    assert str(mention) in errors[0], errors[0]
     assert result["code"] == 2, result
     assert list(result["cwd"].iterdir()) == []  # no run folder, output folder or report left behind
 
@@ -144,6 +174,11 @@ def check(result: dict, file: Path) -> None:
 @pytest.mark.parametrize(("case_id", "args", "file"), CASES)
 def test_bad_input_is_one_error_line_and_exit_2(results, case_id, args, file):
     check(results[case_id], file)
+
+
+@pytest.mark.parametrize(("case_id", "args", "message"), MISUSES, ids=[case[0] for case in MISUSES])
+def test_command_line_misuse_is_one_error_line_and_exit_2(results, case_id, args, message):
+    check(results[f"misuse:{case_id}"], message)
 
 
 def test_another_application_s_database(results, tmp_path_factory):

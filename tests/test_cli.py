@@ -74,3 +74,10 @@ def test_help_lists_the_commands():
               if line.startswith("    ") and not line.startswith("     ")}
     assert {"data", "baseline", "evaluate", "doctor", "train", "merge", "serve", "monitor", "compare", "calibrate",
             "report", "suite", "run", "sweep"} <= listed
+
+
+def test_overrides_read_yaml_1_1_exponents_as_floats():
+    from hatelens.config import TrainConfig, load_config
+
+    config = load_config(TrainConfig, overrides=["learning_rate=1e-4", "warmup_ratio=5e-2", "epochs=2"])
+    assert (config.learning_rate, config.warmup_ratio, config.epochs) == (1e-4, 0.05, 2.0)

@@ -175,3 +175,34 @@ def test_rethreshold_equals_scoring_again_with_the_thresholds(dataset, tmp_path,
         assert moved.metrics[key] == rescored.metrics[key]
     assert file_ids(moved.run_dir) == DATA_ORDER
     assert moved.metrics["run"]["rethresholded_from"] == str(plain.run_dir)
+
+
+def test_line_separators_inside_texts_survive_resume_rethreshold_and_compare(tmp_path):
+    """JSON writes U+2028, U+2029 and U+0085 unescaped: predictions.jsonl is split on "\\n" alone."""
+    from fixtures import LexiconClassifier
+    from fixtures import write_dataset as write_lexicon_dataset
+
+    from hatelens.evaluation.compare import compare
+    from hatelens.evaluation.evaluate import rethreshold
+
+    data = write_lexicon_dataset(tmp_path / "eval.jsonl", n=36)
+    separators = ("\u2028", "\u2029", "\u0085")
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for index, row in enumerate(rows):
+        row["text"] += f" line{separators[index % 3]}break"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    config = EvalConfig(data=str(data), output_dir=str(tmp_path / "runs"), n_bootstrap=20,
+                        model=ModelConfig(model="tiny", batch_size=2))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config, classifier=Interrupting(LexiconClassifier(), calls=3), progress=False)
+    resumed = evaluate(config, classifier=LexiconClassifier(), progress=False)
+    assert 0 < resumed.resumed_rows < 36 and resumed.metrics["n"] == 36
+    written = read_predictions(resumed.run_dir / "predictions.jsonl")
+    assert [row["text"] for row in written.values()] == [row["text"] for row in rows]
+
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(json.dumps({"threshold": 0.6}))
+    moved = rethreshold(resumed.run_dir, str(thresholds), tmp_path / "moved")
+    assert moved.metrics["n"] == 36
+    comparison = compare(resumed.run_dir, moved.run_dir, output_dir=tmp_path / "compared", n_bootstrap=20)
+    assert comparison.comparison["n"] == 36

@@ -20,8 +20,9 @@ import numpy as np
 import yaml
 
 from hatelens.config import to_dict
+from hatelens.data.formats import iter_jsonl_lines, loads_line, read_utf8
 from hatelens.data.labels import encode_predictions
-from hatelens.errors import DataError
+from hatelens.errors import ConfigError, DataError
 from hatelens.files import write_atomic
 
 PACKAGES = ("hatelens", "torch", "transformers", "peft", "trl", "accelerate", "scikit-learn", "fairlearn",
@@ -103,7 +104,18 @@ def find_unfinished(output_dir: Path, config_hash: str, done_file: str) -> Path 
     return None
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """ConfigError when `output_dir`, or a folder above it, exists but is not a folder."""
+    for path in (Path(output_dir), *Path(output_dir).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"output folder {output_dir}: {path} is a file, not a folder; "
+                                  "choose another output_dir (or move the file)")
+            return
+
+
 def new_run_dir(output_dir: Path, name: str) -> Path:
+    check_output_dir(output_dir)
     folder = Path(output_dir) / f"{utc_stamp()}_{name}"
     suffix = 1
     while folder.exists():
@@ -153,14 +165,8 @@ def load_finished_run(run_dir: str | Path) -> FinishedRun:
         if not (run_dir / name).is_file():
             raise DataError(f"{run_dir} has no {name}: not a finished evaluation run; "
                             "run the same `hatelens evaluate` command again to finish it")
-    rows = []
-    with open(run_dir / PREDICTIONS, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{run_dir / PREDICTIONS}:{number}: not valid JSON ({error.msg}); "
-                                "evaluate again into a new run folder") from None
+    path = run_dir / PREDICTIONS
+    rows = [loads_line(line, f"{path}:{number}") for number, line in iter_jsonl_lines(read_utf8(path))]
     config_path = run_dir / "config.yaml"
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     metrics = json.loads((run_dir / METRICS).read_text(encoding="utf-8"))

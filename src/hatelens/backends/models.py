@@ -89,7 +89,11 @@ def adapter_base(adapter_dir: str) -> str:
     config_path = Path(adapter_dir) / "adapter_config.json"
     if not config_path.is_file():
         raise ModelError(f"{adapter_dir} is not a PEFT adapter folder (no adapter_config.json)")
-    base = json.loads(config_path.read_text()).get("base_model_name_or_path")
+    try:
+        values = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):
+        raise ModelError(f"{config_path}: not valid JSON; re-save the adapter with `hatelens train`") from None
+    base = values.get("base_model_name_or_path") if isinstance(values, dict) else None
     if not base:
         raise ModelError(f"{config_path} names no base_model_name_or_path; pass --model explicitly")
     return base

@@ -80,7 +80,14 @@ def load_template(name_or_path: str) -> PromptTemplate:
         raise ConfigError(f"prompt template {name_or_path!r} not found; shipped templates: "
                           f"{', '.join(resources.shipped('prompts'))}, or pass a YAML path") from None
     source = path.read_text(encoding="utf-8")
-    values = yaml.safe_load(source)
+    try:
+        values = yaml.safe_load(source)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
+                          f"({getattr(error, 'problem', None) or 'unreadable'}); fix the template") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a template must be a mapping with name, user and label_words")
     required = {"name", "user", "label_words"}
     missing = sorted(required - set(values))
     if missing:

@@ -23,6 +23,7 @@ from hatelens import data, runs, trackers
 from hatelens.backends import create_backend, prompts
 from hatelens.config import EvalConfig, from_dict, to_dict
 from hatelens.data import suites
+from hatelens.data.formats import iter_jsonl_lines, loads_line
 from hatelens.errors import ConfigError, DataError
 from hatelens.evaluation import metrics
 from hatelens.evaluation.summary import format_summary
@@ -76,8 +77,8 @@ def read_predictions(path: Path) -> dict[str, dict]:
         with open(path, "r+b") as file:
             file.truncate(len(complete))
     rows = {}
-    for line in complete.decode("utf-8").splitlines():
-        row = json.loads(line)
+    for number, line in iter_jsonl_lines(complete.decode("utf-8")):  # "\n" only: a text may hold U+2028
+        row = loads_line(line, f"{path}:{number}")
         rows[row["id"]] = row
     return rows
 
@@ -95,6 +96,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     is returned as it is, an unfinished one resumed.
     """
     trackers.parse_report_to(config.report_to)  # a typo fails now, not after the scoring
+    runs.check_output_dir(Path(config.output_dir))  # a file in the way fails now, not after the model loads
     examples, warnings = load_eval_examples(config)
     template = prompts.load_template(config.model.template) if config.model.backend != "reference" else None
     if template:

@@ -8,7 +8,10 @@ GET  /metrics      Prometheus text: requests, latency, texts per batch, predicti
                    group, errors
 
 When the variable named by `api_key_env` is set, /v1/* needs "Authorization: Bearer <key>" (401
-otherwise). Bad input is answered 413 (body too large) or 422 (with a message), never 500.
+otherwise; the server warns at start when it is not set). A key in the URL (?api_key=...) is refused
+with 400 and query strings never reach the access log. POST bodies must be `Content-Type:
+application/json` (415 otherwise). Bad input is answered 413 (body too large) or 422 (a message naming
+the text), never 500; a 500 (the model failed on that request alone) never carries internal details.
 Every prediction goes to the SQLite prediction log: the text's SHA-256, the text itself only with
 log_text=True.
 
@@ -37,19 +40,22 @@ from hatelens.data import UNKNOWN_GROUP
 from hatelens.data.labels import GROUPS
 from hatelens.errors import DataError
 from hatelens.evaluation.thresholds import Thresholds
-from hatelens.serving.batching import Job, MicroBatcher
+from hatelens.serving.batching import BatchTimeout, Job, MicroBatcher
 from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 from hatelens.serving.schemas import (
     ERROR_RESPONSES,
     ApiError,
+    ClassifyBody,
     ClassifyResponse,
     ClassifyResult,
+    FeedbackBody,
     FeedbackResponse,
     Health,
     check_key,
     parse_classify,
     parse_feedback,
     read_json,
+    request_body,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,9 @@ OTHER = "other"
 INVALID = "invalid"  # the label of an answer the parser could not read (generate mode)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Query parameters that look like a credential (compared lower-case, "-" as "_"): refused, never logged.
+SECRET_PARAMETERS = frozenset({"api_key", "apikey", "key", "token", "access_token", "authorization"})
+MAX_ERROR_CHARS = 500
 
 
 @dataclass
@@ -110,7 +119,9 @@ class AppState:
 
     def __post_init__(self):
         self.batcher = MicroBatcher(self.run_batch, max_batch_texts=self.limits.max_batch_texts,
-                                    max_wait_s=self.limits.max_wait_ms / 1000)
+                                    max_batch_chars=self.limits.max_batch_chars,
+                                    max_wait_s=self.limits.max_wait_ms / 1000,
+                                    batch_timeout_s=self.limits.batch_timeout_s)
 
     def ready(self, model: Classifier) -> None:
         self.classifier = model
@@ -132,14 +143,14 @@ class AppState:
         self.metrics.batch_texts.observe(len(texts))
         outputs = iter(model.classify(texts, groups))
         now = datetime.now(timezone.utc)
-        predictions = [[self.predict(model, job, position, next(outputs), now) for position in range(len(job.texts))]
+        predictions = [[self.predict(model, job, index, next(outputs), now) for index in range(len(job.texts))]
                        for job in jobs]
         self.log.append([prediction for per_job in predictions for prediction in per_job])
         return [[result_of(prediction) for prediction in per_job] for per_job in predictions]
 
-    def predict(self, model: Classifier, job: Job, position: int, output: Output, now: datetime) -> Prediction:
-        """One text's prediction (the score thresholded for its group), counted in /metrics."""
-        text, group = job.texts[position], job.groups[position]
+    def predict(self, model: Classifier, job: Job, index: int, output: Output, now: datetime) -> Prediction:
+        """The prediction for the job's index-th text (the score thresholded for its group), counted in /metrics."""
+        text, group, position = job.texts[index], job.groups[index], job.offset + index
         label, threshold = output.answer, None  # generate mode: the parsed answer
         if output.score is not None:
             label, threshold = self.thresholds.decide([output.score], [group])[0], self.thresholds.for_group(group)
@@ -171,8 +182,12 @@ def create_app(classifier: Classifier | None = None, *, loader: Callable[[], Cla
                      api_key=os.environ.get(api_key_env) or None, log_text=log_text,
                      named_groups=frozenset({*metric_groups, *thresholds.per_group, UNKNOWN_GROUP}),
                      loader=loader, classifier=classifier)
+    if state.api_key is None:
+        logger.warning("%s is not set: anyone who can reach this server can classify and send feedback; "
+                       "set it to require 'Authorization: Bearer <key>'", api_key_env)
     app = FastAPI(title="hatelens", lifespan=lifespan)
     app.state.hatelens = state
+    app.middleware("http")(refuse_keys_in_url)
     app.middleware("http")(count_requests)
     app.add_exception_handler(ApiError, answer_error)
     app.include_router(api)
@@ -183,6 +198,9 @@ def create_app(classifier: Classifier | None = None, *, loader: Callable[[], Cla
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     state: AppState = app.state.hatelens
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, HideQueryStrings) for existing in access_log.filters):
+        access_log.addFilter(HideQueryStrings())
     state.batcher.start()
     loading = asyncio.create_task(state.load()) if state.loader else None
     if state.classifier is not None:
@@ -208,10 +226,31 @@ async def count_requests(request: Request, call_next):
     return response
 
 
+async def refuse_keys_in_url(request: Request, call_next):
+    """Middleware (outermost): a credential in the query string is refused before anything else runs."""
+    names = {name.lower().replace("-", "_") for name in request.query_params}
+    if names & SECRET_PARAMETERS:
+        state_of(request).metrics.errors.labels("key_in_url").inc()
+        return JSONResponse({"error": "do not put the API key in the URL (URLs land in logs and browser history); "
+                                      "send the header 'Authorization: Bearer <key>'"}, status_code=400)
+    return await call_next(request)
+
+
+class HideQueryStrings(logging.Filter):
+    """uvicorn's access log lines with the path only: a query string may hold a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):  # (client, method, path, ...)
+            record.args = (*args[:2], args[2].partition("?")[0], *args[3:])
+        return True
+
+
 async def answer_error(request: Request, error: ApiError) -> JSONResponse:
     state_of(request).metrics.errors.labels(error.kind).inc()
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
+    message = error.message[:MAX_ERROR_CHARS].encode("utf-8", "backslashreplace").decode()  # echoes stay valid
+    return JSONResponse({"error": message}, status_code=error.status, headers=headers)
 
 
 def require_api_key(request: Request) -> None:
@@ -223,7 +262,7 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses
 operations = APIRouter()
 
 
-@api.post("/classify", response_model=ClassifyResponse)
+@api.post("/classify", response_model=ClassifyResponse, openapi_extra=request_body(ClassifyBody))
 async def classify(request: Request):
     state = state_of(request)
     body = parse_classify(await read_json(request, state.limits.max_body_bytes), state.limits)
@@ -232,13 +271,17 @@ async def classify(request: Request):
     request_id = uuid.uuid4().hex
     try:
         results = await state.batcher.submit(body.texts, body.groups, request_id)
-    except Exception as error:  # noqa: BLE001 - the model failed on a valid request: say so, keep serving
-        raise ApiError(500, f"the model failed: {type(error).__name__}: {error}", "model") from None
+    except BatchTimeout:
+        raise ApiError(503, f"the model took longer than {state.limits.batch_timeout_s} s; retry later "
+                            "or send fewer or shorter texts", "timeout") from None
+    except Exception:  # noqa: BLE001 - the model failed on this request (logged with its traceback): keep serving
+        raise ApiError(500, f"the model failed on this request (request id {request_id}); "
+                            "the server log has the details", "model") from None
     response = ClassifyResponse(request_id=request_id, results=results)
     return JSONResponse(response.model_dump(), headers={"X-Request-ID": request_id})
 
 
-@api.post("/feedback", response_model=FeedbackResponse)
+@api.post("/feedback", response_model=FeedbackResponse, openapi_extra=request_body(FeedbackBody))
 async def feedback(request: Request):
     state = state_of(request)
     body = parse_feedback(await read_json(request, state.limits.max_body_bytes))

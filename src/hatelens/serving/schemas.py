@@ -4,8 +4,9 @@ response bodies of the HTTP server (app.py).
 Why requests are parsed by hand rather than by pydantic models in the route signature: the body is read
 no further than `max_body_bytes` while it streams in (413 before a huge body is held in memory), and each
 bad body gets one message a client can act on ({"error": "texts[1] is empty"}), answered 422; FastAPI's
-automatic validation would read the whole body first and answer {"detail": [...]}. The responses are
-pydantic models, so /docs and /openapi.json describe them.
+automatic validation would read the whole body first and answer {"detail": [...]}. The bodies are
+still described as pydantic models (`ClassifyBody`, `FeedbackBody`: declared in the OpenAPI schema via
+`request_body`), and the responses are pydantic models, so /docs and /openapi.json describe both.
 """
 
 import hmac
@@ -18,7 +19,9 @@ from pydantic import BaseModel
 from hatelens.config import ServeLimits
 from hatelens.data import normalize_group
 from hatelens.data.labels import normalize_label
+from hatelens.data.texts import character_problem, validate_text
 
+JSON = "application/json"
 MAX_GROUP_CHARS = 64
 MAX_REVIEWER_CHARS = 200
 
@@ -63,7 +66,26 @@ class ErrorBody(BaseModel):
     error: str
 
 
-ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (401, 404, 413, 422, 500, 503)}
+ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 500, 503)}
+
+
+# -- requests: their schema (OpenAPI only; the parsing below checks them) -------------------------------
+
+
+class ClassifyBody(BaseModel):
+    texts: list[str]  # 1 .. limits.max_texts texts, each non-empty, no control characters
+    groups: list[str | None] | None = None  # one target group (or null) per text
+
+
+class FeedbackBody(BaseModel):
+    id: str  # a prediction id that /v1/classify returned
+    label: str  # hate | normal
+    reviewer: str | None = None
+
+
+def request_body(model: type[BaseModel]) -> dict:
+    """The route's `openapi_extra`: the JSON body it takes, declared in /openapi.json."""
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": model.model_json_schema()}}}}
 
 
 # -- requests -----------------------------------------------------------------------------------------
@@ -95,7 +117,15 @@ def check_key(request: Request, api_key: str | None) -> None:
 
 
 async def read_json(request: Request, max_body_bytes: int) -> object:
-    """The body as JSON, read no further than the size limit."""
+    """The body as JSON, read no further than the size limit.
+
+    Only a body declared `Content-Type: application/json`: a web page can post text/plain across origins
+    without asking first, and fake feedback would skew the monitor's rates.
+    """
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != JSON:
+        raise ApiError(415, f"send the body as JSON with the header 'Content-Type: {JSON}' "
+                            f"(got {media_type[:60] or 'none'!r})", "media_type")
     too_large = ApiError(413, f"request body is larger than {max_body_bytes} bytes; send fewer or shorter texts",
                          "too_large")
     declared = request.headers.get("content-length", "")
@@ -138,10 +168,12 @@ def parse_classify(body: object, limits: ServeLimits) -> ClassifyRequest:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise _invalid(f"texts[{index}] is {type(text).__name__}, not a string")
-        if not text.strip():
-            raise _invalid(f"texts[{index}] is empty")
         if len(text) > limits.max_text_chars:
-            raise _invalid(f"texts[{index}] has {len(text)} characters; the limit is {limits.max_text_chars}")
+            raise _invalid(f"texts[{index}] has {len(text)} characters; the limit is {limits.max_text_chars}:"
+                           " shorten it")
+        problem = validate_text(text)
+        if problem:
+            raise _invalid(f"texts[{index}] is empty" if not text.strip() else f"texts[{index}] holds {problem}")
     groups = body.get("groups")
     if groups is None:
         return ClassifyRequest(texts, [normalize_group(None)] * len(texts))
@@ -150,17 +182,20 @@ def parse_classify(body: object, limits: ServeLimits) -> ClassifyRequest:
     for index, group in enumerate(groups):
         if group is not None and (not isinstance(group, str) or len(group) > MAX_GROUP_CHARS):
             raise _invalid(f"groups[{index}] must be a string of at most {MAX_GROUP_CHARS} characters or null")
+        if group is not None and character_problem(group):
+            raise _invalid(f"groups[{index}] holds {character_problem(group)}")
     return ClassifyRequest(texts, [normalize_group(group) for group in groups])
 
 
 def parse_feedback(body: object) -> FeedbackRequest:
     body = _check_keys(body, {"id", "label"}, {"reviewer"})
-    if not isinstance(body["id"], str) or not body["id"]:
+    if not isinstance(body["id"], str) or not body["id"] or character_problem(body["id"]):
         raise _invalid("id must be a prediction id that /v1/classify returned")
     label = normalize_label(body["label"]) if isinstance(body["label"], str) else None
     if label is None:
         raise _invalid(f"label {body['label']!r} is not hate or normal")
     reviewer = body.get("reviewer")
-    if reviewer is not None and (not isinstance(reviewer, str) or len(reviewer) > MAX_REVIEWER_CHARS):
-        raise _invalid(f"reviewer must be a string of at most {MAX_REVIEWER_CHARS} characters")
+    if reviewer is not None and (not isinstance(reviewer, str) or len(reviewer) > MAX_REVIEWER_CHARS
+                                 or character_problem(reviewer)):
+        raise _invalid(f"reviewer must be a string of at most {MAX_REVIEWER_CHARS} characters, no control characters")
     return FeedbackRequest(body["id"], label, reviewer)

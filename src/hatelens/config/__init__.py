@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from hatelens import resources
+from hatelens.config.bounds import check_bound
 from hatelens.data.labels import GROUPS
 from hatelens.errors import ConfigError
 
@@ -105,6 +106,7 @@ def from_dict(cls, values: dict, *, where: str = "config"):
             kwargs[name] = from_dict(kind, value or {}, where=f"{where}.{name}")
         else:
             kwargs[name] = _coerce(value, kind, f"{where}.{name}")
+            check_bound(cls.__name__, name, kwargs[name], f"{where}.{name}")
     return cls(**kwargs)
 
 
@@ -122,6 +124,11 @@ def _coerce(value, kind, where: str):
     origin_allowed = [typing.get_origin(t) or t for t in allowed]
     if float in origin_allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if float in origin_allowed and str not in origin_allowed and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if any(isinstance(value, t) for t in origin_allowed if isinstance(t, type)):
         if bool not in origin_allowed and isinstance(value, bool) and int in origin_allowed:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -142,7 +149,11 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         for parent in parents:
             target[parent] = dict(target.get(parent) or {})
             target = target[parent]
-        target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {override!r}: {raw!r} is not a YAML value; quote a string "
+                              f"({key}='\"...\"') or give a number, true/false or [a, b]") from None
     return result
 
 
@@ -214,7 +225,9 @@ class ServeLimits:
     max_texts: int = 64  # texts in one request; more get 422
     max_text_chars: int = 10_000  # a longer text gets 422
     max_batch_texts: int = 32  # concurrent requests are merged into one forward pass up to this many texts
+    max_batch_chars: int = 20_000  # ... and this many characters; a longer request is served in turns
     max_wait_ms: float = 10.0  # how long a batch waits for company once its first request arrived
+    batch_timeout_s: float = 60.0  # a forward pass running longer answers its requests 503
 
 
 @dataclass
