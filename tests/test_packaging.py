@@ -1,5 +1,6 @@
 """hatelens as an installed package: shipped recipes, path resolution, file modes, extras, the wheel."""
 
+import json
 import os
 import shutil
 import stat
@@ -124,3 +125,39 @@ def test_the_wheel_runs_a_baseline_from_an_empty_folder(tiny_llama_dir, tmp_path
                     "configs/accelerate/fsdp.yaml", "configs/suites/functional/hatelens_functional.csv",
                     "configs/suites/functional/templates.yaml", "chat_templates/gemma3.jinja"):
         assert (installed / shipped).is_file(), shipped
+
+
+def test_the_wheel_walks_baseline_train_evaluate_compare_report_from_an_empty_folder(tiny_llama_dir, tmp_path):
+    """Issue 12's bar: a fresh venv holding only the wheel (dependencies borrowed) runs the whole path."""
+    venv = _fresh_venv_with_the_wheel(tmp_path)
+    train = write_dataset(tmp_path / "train.jsonl", n=24)
+    validation = write_dataset(tmp_path / "validation.jsonl", n=12, start=100)
+    test = write_dataset(tmp_path / "test.jsonl", n=12, start=200)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HATELENS_CACHE=str(tmp_path / "cache"))
+
+    def hatelens(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([venv / "bin/hatelens", *args], cwd=empty, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    common = ["--template", "compact", "--batch-size", "4", "--quiet", "n_bootstrap=20"]
+    baseline = hatelens("baseline", "--model", tiny_llama_dir, "--data", test, *common)
+    assert baseline.returncode == 0, baseline.stderr
+    trained = hatelens("train", "--config", "quick_test", "--model", tiny_llama_dir, "--train-file", train,
+                       "--val-file", validation, "--output-dir", "runs/train", "device=cpu")
+    assert trained.returncode == 0, trained.stderr
+    (adapter,) = (empty / "runs/train").glob("*/adapter")
+    assert (adapter / "README.md").is_file()  # the model card
+    finetuned = hatelens("evaluate", "--model", adapter, "--data", test, "--name", "finetuned", *common)
+    assert finetuned.returncode == 0, finetuned.stderr
+    base_run, tuned_run = (sorted(path for path in (empty / "runs").iterdir() if path.name != "train"))
+    assert "finetuned" in tuned_run.name and (base_run / "metrics.json").is_file()
+    compared = hatelens("compare", base_run, tuned_run, "--output-dir", "runs/comparison", "--n-bootstrap", "20")
+    assert compared.returncode in (0, 1), compared.stderr  # 1: a criterion failed (a tiny random model)
+    comparison = json.loads((empty / "runs/comparison/comparison.json").read_text())
+    assert comparison["n"] == 12
+    reported = hatelens("report", "runs/comparison")
+    assert reported.returncode == 0, reported.stderr
+    assert (empty / "runs/comparison/report.html").is_file()
