@@ -13,7 +13,7 @@ from pathlib import Path
 from hatelens import runs
 from hatelens.config import EvalConfig
 from hatelens.errors import ConfigError
-from hatelens.evaluation.evaluate import EvalResult, PREDICTIONS, read_predictions
+from hatelens.evaluation.evaluate import PREDICTIONS, EvalResult, read_predictions
 
 
 def check_results_path(path: str | Path) -> Path:
