@@ -6,6 +6,8 @@ their flag spellings must reach the very config the hatelens spellings do.
 """
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,8 @@ from transformers import AutoModelForCausalLM
 
 from hatelens.cli import build_parser, evaluate_commands, main, train_commands
 from hatelens.config import to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parsed_config(build_config, argv: list[str]) -> dict:
@@ -98,3 +102,15 @@ def test_output_file_must_be_json_and_is_checked_before_scoring(tiny_llama_dir, 
     assert capsys.readouterr().err == (f"error: output file {tmp_path / 'results.csv'}: a results file is JSON; "
                                        "name it *.json (e.g. baseline_results.json)\n")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_every_command_in_the_guide_parses():
+    """docs/seed_guide.md shows real runs; its commands must stay valid as the CLI changes."""
+    lines = (ROOT / "docs" / "seed_guide.md").read_text().replace("\\\n", " ").splitlines()
+    commands = [shlex.split(line.removeprefix("$ hatelens").rstrip(" &")) for line in lines
+                if line.startswith("$ hatelens ")]
+    assert len(commands) == 11
+    assert {command[0] for command in commands} >= {"baseline", "train", "evaluate", "compare", "sweep", "merge",
+                                                     "serve", "monitor"}
+    for command in commands:
+        build_parser().parse_args(command)  # SystemExit (exit code 2) on an unknown flag
