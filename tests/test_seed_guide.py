@@ -114,3 +114,11 @@ def test_every_command_in_the_guide_parses():
                                                      "serve", "monitor"}
     for command in commands:
         build_parser().parse_args(command)  # SystemExit (exit code 2) on an unknown flag
+
+
+def test_compare_names_a_json_file_that_is_no_results_file(tmp_path, capsys):
+    other = tmp_path / "metrics.json"
+    other.write_text('{"f1": 0.5}')
+    assert main(["compare", str(other), str(other)]) == 2
+    assert capsys.readouterr().err == (f"error: {other}: not a results file of `hatelens evaluate --output-file` "
+                                       "(no run_dir); pass the run folder\n")
