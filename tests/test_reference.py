@@ -5,9 +5,11 @@ import logging
 
 import numpy as np
 import pytest
+import yaml
 
 from hatelens.backends import create_backend
 from hatelens.backends.reference import SentenceEncoder, encoder_folder
+from hatelens.cli import main
 from hatelens.config import EvalConfig, ModelConfig
 from hatelens.errors import ModelError
 from hatelens.evaluation.evaluate import evaluate
@@ -81,3 +83,55 @@ def test_full_test_split_figures(tmp_path):
     assert metrics["n"] == 1009
     assert metrics["f1"] == pytest.approx(0.698, abs=0.01)
     assert metrics["roc_auc"] == pytest.approx(0.805, abs=0.01)
+
+
+# -- beside any evaluation: `hatelens evaluate --with-reference --reference-train FILE` ------------------------
+def test_with_reference_scores_the_same_rows_into_a_reference_run(files, tiny_llama_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(["evaluate", "--model", str(tiny_llama_dir), "--data", str(files["held_out"]), "--output-dir",
+                 str(runs), "--max-samples", "5", "--threshold", "0.3", "--with-reference", "--reference-train",
+                 str(files["train"]), "--quiet", "n_bootstrap=20"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    (llm_run,) = [run for run in runs.iterdir() if not run.name.endswith("_reference")]
+    (reference_run,) = runs.glob("*_reference")
+    llm_rows, reference_rows = (read_rows(run) for run in (llm_run, reference_run))
+    assert [row["id"] for row in reference_rows] == [row["id"] for row in llm_rows] and len(llm_rows) == 5
+    assert {row["threshold"] for row in llm_rows} == {0.3}
+    assert {row["threshold"] for row in reference_rows} == {0.5}  # another model's threshold means nothing here
+    config = yaml.safe_load((reference_run / "config.yaml").read_text())
+    assert (config["model"]["backend"], config["model"]["reference_train"]) == ("reference", str(files["train"]))
+    assert f"Reference (MiniLM-L6 + logistic regression, trained on {files['train']}):" in printed
+    assert f"Wrote:  {reference_run}/  (compare or report with --reference {reference_run})" in printed
+
+
+def test_reference_command_trains_from_the_named_file(files, tmp_path, capsys):
+    code = main(["evaluate", "--backend", "reference", "--reference-train", str(files["train"]), "--data",
+                 str(files["held_out"]), "--output-dir", str(tmp_path), "--quiet", "n_bootstrap=20"])
+    assert code == 0
+    (run,) = tmp_path.glob("*_reference")
+    assert json.loads((run / "metrics.json").read_text())["roc_auc"] == 1.0
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["reference_train"] == str(files["train"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference-train", "TRAIN"], "--reference-train names the reference's training file: add --with-reference "
+                                     "(or --backend reference)"),
+    (["--with-reference", "--reference-train", "MISSING"], "reference training data MISSING not found; pass "
+                                                           "--reference-train FILE"),
+    (["--with-reference", "--backend", "reference", "--reference-train", "TRAIN"],
+     "--with-reference beside --backend reference: this run already is the reference"),
+])
+def test_reference_flags_are_checked_before_any_scoring(files, tiny_llama_dir, tmp_path, capsys, extra, message):
+    paths = {"TRAIN": str(files["train"]), "MISSING": str(tmp_path / "nope.jsonl")}
+    extra = [paths.get(value, value) for value in extra]
+    message = message.replace("MISSING", paths["MISSING"])
+    code = main(["evaluate", "--model", str(tiny_llama_dir), "--data", str(files["held_out"]), "--output-dir",
+                 str(tmp_path / "runs"), *extra])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert not (tmp_path / "runs").exists()
+
+
+def read_rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]

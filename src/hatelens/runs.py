@@ -157,8 +157,11 @@ class FinishedRun:
 
 
 def load_finished_run(run_dir: str | Path) -> FinishedRun:
-    """The run at `run_dir`; DataError when it is missing or unfinished."""
+    """The run at `run_dir` (or the one a results file from `--output-file` names); DataError when it is
+    missing or unfinished."""
     run_dir = Path(run_dir)
+    if run_dir.suffix == ".json" and run_dir.is_file():
+        run_dir = _run_dir_of_results_file(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"run folder {run_dir} not found; pass a folder under runs/ written by `hatelens evaluate`")
     for name in (PREDICTIONS, METRICS):
@@ -171,3 +174,15 @@ def load_finished_run(run_dir: str | Path) -> FinishedRun:
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     metrics = json.loads((run_dir / METRICS).read_text(encoding="utf-8"))
     return FinishedRun(run_dir=run_dir, rows=rows, metrics=metrics, config=config or {})
+
+
+def _run_dir_of_results_file(path: Path) -> Path:
+    """The run folder a results file (`hatelens evaluate --output-file`) was copied from."""
+    try:
+        named = json.loads(path.read_text(encoding="utf-8")).get("run_dir")
+    except (json.JSONDecodeError, AttributeError):
+        named = None
+    if not isinstance(named, str):
+        raise DataError(f"{path}: not a results file of `hatelens evaluate --output-file` (no run_dir); "
+                        "pass the run folder")
+    return Path(named)

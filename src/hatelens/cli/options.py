@@ -7,10 +7,11 @@ import typing
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", "--model_name", "--model-name", dest="model",
+    group.add_argument("--model", "--model_name", "--model-name", "--base_model", "--base-model", dest="model",
                        help="alias (smollm2-135m, gemma3-270m, gpt-oss-20b, gpt-oss-120b), folder, .gguf file, "
                             "hub id, or a PEFT adapter folder")
-    group.add_argument("--adapter", help="PEFT adapter folder (base model from --model or the adapter's config)")
+    group.add_argument("--adapter", "--lora_adapter", "--lora-adapter", dest="adapter",
+                       help="PEFT adapter folder (base model from --model or the adapter's config)")
     group.add_argument("--backend", help="hf (default) | reference | openai")
     group.add_argument("--mode", choices=("score", "generate"), help="score (default) or generate")
     group.add_argument("--template", help="prompt template name (baseline, policy_persona) or YAML path")

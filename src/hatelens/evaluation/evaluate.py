@@ -21,7 +21,7 @@ import yaml
 
 from hatelens import data, runs, trackers
 from hatelens.backends import create_backend, prompts
-from hatelens.config import EvalConfig, from_dict, to_dict
+from hatelens.config import DEFAULT_THRESHOLD, EvalConfig, ModelConfig, from_dict, to_dict
 from hatelens.data import suites
 from hatelens.data.formats import iter_jsonl_lines, loads_line
 from hatelens.errors import ConfigError, DataError
@@ -197,6 +197,14 @@ def rethreshold(source_run: Path, thresholds_path: str, run_dir: Path) -> EvalRe
     source_info = json.loads((source_run / DONE_FILE).read_text())["run"]
     return finish_run(run_dir, rows, {**source_info, "thresholds": thresholds.to_dict(),
                                       "rethresholded_from": str(source_run)}, config)
+
+
+def reference_config(config: EvalConfig, train_file: str) -> EvalConfig:
+    """The reference classifier (MiniLM + logistic regression, trained on `train_file`) on the same rows as
+    `config`: same data, sample, seed and output folder; threshold 0.5, since thresholds calibrated on another
+    model's scores mean nothing for its scores."""
+    model = ModelConfig(backend="reference", reference_train=train_file, device=config.model.device)
+    return dataclasses.replace(config, name=None, threshold=DEFAULT_THRESHOLD, thresholds=None, model=model)
 
 
 def default_name(config: EvalConfig) -> str:
