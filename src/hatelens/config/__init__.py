@@ -40,7 +40,7 @@ class ModelConfig:
     # H200 and saves ~0.3 s per 1,009 texts, so only a long-lived server (hatelens serve) earns it back.
     compile_expert_gate: bool = False
     max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
-    max_length_tokens: int = 2048  # longer prompts are cut from the left of the text
+    max_length_tokens: int = 2048  # a longer prompt has its post cut (start kept), the instructions whole
     device: str = "auto"  # auto | cpu | cuda
     # hf on CUDA: single (one GPU) | split (decoder layers over every visible GPU, for a model no card holds) |
     # auto (split when the weights pass 80% of one card's free memory and several GPUs are visible)
@@ -363,7 +363,7 @@ class TrainConfig:
     save_total_limit: int = 2  # checkpoints kept (the best one is always kept)
     logging_steps: int = 10
     seed: int = 0
-    max_length_tokens: int = 1024  # a longer training record is an error, never silently cut
+    max_length_tokens: int = 1024  # a longer record has its post cut (start kept), never instructions or answer
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
     gradient_checkpointing: bool = False  # trade compute for memory (large models)

@@ -150,6 +150,7 @@ def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConf
         n_bootstrap=config.n_bootstrap, seed=config.seed,
     )
     result["run"] = run_info
+    result["truncated"] = count_truncated(rows)
     summary = format_summary(result, target_f1=config.target_f1)
     functionality = suites.per_functionality(rows)  # functional suites (HateCheck files) only
     if functionality:
@@ -161,6 +162,14 @@ def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConf
                  params={"data": config.data, "model": config.model.model, "adapter": config.model.adapter,
                          "template": config.model.template, "n": result["n"]})
     return EvalResult(run_dir=run_dir, metrics=result, summary=summary, resumed_rows=run_info.get("resumed_rows", 0))
+
+
+def count_truncated(rows: list[dict]) -> dict:
+    """Rows whose post was cut to fit max_length_tokens: {"overall": n, "per_group": {group: n}}."""
+    per_group = {group: 0 for group in sorted({row["group"] for row in rows}, key=str)}
+    for row in rows:
+        per_group[row["group"]] += bool(row.get("truncated"))
+    return {"overall": sum(per_group.values()), "per_group": per_group}
 
 
 def load_result(run_dir: Path) -> EvalResult:
@@ -240,6 +249,8 @@ def _row(example, output, thresholds: Thresholds) -> dict:
            "text": example.text, "source": example.source}
     if output.raw is not None:
         row["raw"] = output.raw
+    if output.truncated:
+        row["truncated"] = True  # the post was cut to fit max_length_tokens
     if example.extra:
         row["extra"] = example.extra
     return row
