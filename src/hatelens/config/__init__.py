@@ -29,11 +29,12 @@ TARGET_F1 = 0.615  # the "target to beat" line of an evaluation summary
 class ModelConfig:
     """Which model answers and how it is asked."""
 
-    model: str = "smollm2-135m"  # alias, local folder, GGUF file or hub id
+    model: str | None = None  # alias, local folder, GGUF file or hub id; None: the adapter's base, else smollm2-135m
     adapter: str | None = None  # PEFT adapter folder
     backend: str = "hf"  # hf | reference | openai
     mode: str = "score"  # score: compare label-word log-probs; generate: parse a generated answer
-    template: str = "baseline"  # a name in configs/prompts/ or a path to a template YAML
+    template: str | None = None  # a name in configs/prompts/ or a YAML path; None: the adapter's own, else baseline
+    force_template: bool = False  # score an adapter through another template than the one it was trained with
     batch_size: int = 16  # rows per batch (with max_batch_tokens: the most rows a batch may hold)
     max_batch_tokens: int | None = None  # padded tokens computed per batch (GPU: sized for the card); None: rows only
     # gpt-oss on CUDA: torch.compile the experts' gate. Off by default: compiling costs 4-7 s a process on an

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from hatelens import data, runs, trackers
-from hatelens.backends import create_backend, prompts
+from hatelens.backends import adapters, create_backend, prompts
 from hatelens.config import EvalConfig, from_dict, to_dict
 from hatelens.data import suites
 from hatelens.data.formats import iter_jsonl_lines, loads_line
@@ -96,6 +96,8 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     is returned as it is, an unfinished one resumed.
     """
     trackers.parse_report_to(config.report_to)  # a typo fails now, not after the scoring
+    model_config, template_source = adapters.resolve(config.model)  # an adapter's base and template by default
+    config = dataclasses.replace(config, model=model_config)
     runs.check_output_dir(Path(config.output_dir))  # a file in the way fails now, not after the model loads
     examples, warnings = load_eval_examples(config)
     template = prompts.load_template(config.model.template) if config.model.backend != "reference" else None
@@ -110,7 +112,8 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     classifier = classifier or create_backend(config.model.backend, config.model)
     run_dir, done = _shared_run_dir(config, run_dir, team)
     if _is_main(team):
-        _write_config_and_manifest(run_dir, config, identity, classifier, examples, template, thresholds, warnings)
+        _write_config_and_manifest(run_dir, config, identity, classifier, examples, template, thresholds, warnings,
+                                   template_source)
     started = time.perf_counter()
     _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress, team)
     if not _gather_predictions(run_dir, examples, team):  # another process of a team: the main one finishes
@@ -130,7 +133,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
 
 
 def _write_config_and_manifest(run_dir: Path, config: EvalConfig, identity: str, classifier, examples, template,
-                               thresholds: Thresholds, warnings: list[str]) -> None:
+                               thresholds: Thresholds, warnings: list[str], template_source: str) -> None:
     """config.yaml (what ran) and manifest.json (what it ran on), before the first prediction."""
     runs.write_yaml(run_dir / "config.yaml", to_dict(config))
     runs.write_json(run_dir / "manifest.json", runs.manifest(
@@ -138,6 +141,8 @@ def _write_config_and_manifest(run_dir: Path, config: EvalConfig, identity: str,
         mode=classifier.mode, data_file=str(config.data), data_sha256=file_sha256(config.data),
         examples_sha256=data.examples_hash(examples), n_examples=len(examples),
         prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
+        prompt_template_file=config.model.template if template else None,
+        prompt_template_source=template_source if template else None,
         thresholds=thresholds.to_dict(), data_warnings=warnings,
     ))
 
