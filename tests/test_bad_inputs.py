@@ -125,6 +125,11 @@ MISUSES = [
     ("template a list", evaluate_good("--template", str(MISUSE / "template_list.yaml")), "a template must be a mapping"),
     ("malformed adapter_config.json", evaluate_good("--model", str(MISUSE / "adapter_malformed")),
      f"{MISUSE / 'adapter_malformed' / 'adapter_config.json'}: not valid JSON"),
+    ("adapter for another base model", evaluate_good("--adapter", str(MISUSE / "adapter_other_base")),
+     f"adapter {MISUSE / 'adapter_other_base'} was trained on base model some-org/other-base, not {NO_MODEL}"),
+    ("adapter with another template", evaluate_good("--model", str(MISUSE / "adapter_compact"), "--template",
+                                                    "baseline"),
+     f"adapter {MISUSE / 'adapter_compact'} was trained with template compact, not baseline; drop --template"),
 ]
 
 

@@ -89,14 +89,52 @@ def test_equalized_fpr_brings_group_fprs_together(validation, tmp_path):
     assert "ThresholdOptimizer" in result.details["method"]
 
 
-def test_a_test_split_run_is_refused(tmp_path):
-    run = make_run(write_dataset(tmp_path / "unified_test.json.jsonl", n=30), tmp_path / "runs", LexiconClassifier())
+def refused_message(run, data_file, test_file) -> str:
+    return (f"{run} was scored on {data_file}, which holds the test split {test_file}: thresholds tuned on test data "
+            "make test figures meaningless; calibrate a run on data/validation.jsonl instead")
+
+
+def test_data_split_records_roles_and_a_renamed_copy_of_the_test_split_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "pool.jsonl", n=60)
+    (tmp_path / "heldout").mkdir()
+    test_file = write_dataset(tmp_path / "heldout" / "final.jsonl", n=30, start=100)
+    assert main(["data", "split", "--input", "pool.jsonl", "--validation-rows", "12", "--test", str(test_file)]) == 0
+    record = json.loads((tmp_path / "data" / "splits.json").read_text())["splits"]
+    assert set(record) == {"train", "validation", "test"} and record["test"]["file"] == str(test_file)
+    assert (record["train"]["n"], record["validation"]["n"], record["test"]["n"]) == (48, 12, 30)
+    copy = tmp_path / "data" / "more_validation.jsonl"  # a renamed copy of the test split, beside splits.json
+    copy.write_bytes(test_file.read_bytes())
+    run = make_run(copy, tmp_path / "runs", LexiconClassifier())
     with pytest.raises(ConfigError) as error:
         calibrate(run)
-    assert str(error.value) == (f"{run} was scored on {tmp_path / 'unified_test.json.jsonl'}, a test split: thresholds "
-                                "tuned on test data make test figures meaningless; calibrate a run on "
-                                "data/validation.jsonl instead")
+    assert str(error.value) == refused_message(run, copy, test_file)
     assert not (run / "thresholds.json").exists()
+    sampled = make_run(copy, tmp_path / "sampled", LexiconClassifier(), max_samples=20)  # same file, fewer rows
+    with pytest.raises(ConfigError, match="which holds the test split"):
+        calibrate(sampled)
+    test_file.unlink()  # the hash recorded in splits.json still knows it
+    with pytest.raises(ConfigError, match="which holds the test split"):
+        calibrate(run)
+    # a file merely named like a test split, with other examples, is calibrated on
+    contest = write_dataset(tmp_path / "data" / "contest_validation.jsonl", n=30, start=300)
+    assert calibrate(make_run(contest, tmp_path / "contest", LexiconClassifier())).thresholds is not None
+
+
+def test_a_copy_of_the_shipped_test_split_is_refused_by_its_examples(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [json.loads(line) for line in write_dataset(tmp_path / "rows.jsonl", n=30).read_text().splitlines()]
+    shipped = tmp_path / "data" / "unified" / "unified_test.json"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text(json.dumps(rows))
+    (tmp_path / "elsewhere").mkdir()
+    copy = write_dataset(tmp_path / "elsewhere" / "validation.jsonl", n=30)  # the same examples, another name
+    run = make_run(copy, tmp_path / "runs", LexiconClassifier())
+    with pytest.raises(ConfigError) as error:
+        calibrate(run)
+    assert str(error.value) == refused_message(run, copy, "data/unified/unified_test.json")
+    named = write_dataset(tmp_path / "elsewhere" / "unified_test_like_contest.jsonl", n=30, start=500)
+    assert calibrate(make_run(named, tmp_path / "named", LexiconClassifier())).thresholds is not None
 
 
 def test_a_run_without_scores_is_refused(validation, tmp_path):

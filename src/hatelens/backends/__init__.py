@@ -16,5 +16,7 @@ def create_backend(name: str, config):
     """Build the backend called `name` from a ModelConfig."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}")
+    from hatelens.backends import adapters
+
     module_name, factory = BACKENDS[name].split(":")
-    return getattr(import_module(module_name), factory)(config)
+    return getattr(import_module(module_name), factory)(adapters.resolve(config)[0])

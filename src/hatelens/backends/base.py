@@ -18,11 +18,13 @@ class Output:
     answer: "hate" / "normal" parsed from generated text (generate mode); None when the text could
             not be parsed (an *invalid* answer) or in score mode.
     raw:    the generated text (generate mode), kept for audit.
+    truncated: the post was cut so the prompt fits max_length_tokens (hf backend; the start is kept).
     """
 
     score: float | None = None
     answer: str | None = None
     raw: str | None = None
+    truncated: bool = False
 
 
 class Classifier(Protocol):

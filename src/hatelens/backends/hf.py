@@ -8,11 +8,14 @@ text, so each text pays only for its own tokens (prefix reuse; same scores as th
 Batches hold texts of similar length (sorted) and are bounded by `batch_size` rows and, when
 `max_batch_tokens` is set, by padded tokens of the part the model computes (rows x the longest text after
 the shared opening): long prompts come in small batches, short ones in large, and peak memory stays flat.
+Each prompt is at most `max_length_tokens`: a longer post is cut (its start kept) and the prompt rendered
+again, the instructions whole (truncation.py); its Output says `truncated`.
 generate mode: batched greedy decoding; the answer is parsed by `parsing.parse_answer` and is
 *invalid* when it cannot be, never guessed.
 """
 
 import copy
+import dataclasses
 import logging
 import os
 import time
@@ -28,6 +31,7 @@ from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
 from hatelens.backends.parsing import parse_answer
 from hatelens.backends.placement import describe, plan_placement
+from hatelens.backends.truncation import fit_prompts
 from hatelens.data.labels import HATE, NORMAL
 from hatelens.errors import ModelError
 
@@ -46,7 +50,8 @@ class HFClassifier:
 
     def __init__(self, model, tokenizer, template: prompts.PromptTemplate, *, mode: str = "score",
                  batch_size: int = 16, max_new_tokens: int = 16, model_version: str = "model",
-                 reuse_prefix: bool = True, max_batch_tokens: int | None = None):
+                 reuse_prefix: bool = True, max_batch_tokens: int | None = None,
+                 max_length_tokens: int | None = None):
         if mode not in ("score", "generate"):
             raise ModelError(f"unknown mode {mode!r}; choose score or generate")
         self.model = model.eval()
@@ -56,6 +61,7 @@ class HFClassifier:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens or None  # 0 / None: batches of batch_size rows
         self.max_new_tokens = max_new_tokens
+        self.max_length_tokens = max_length_tokens  # None: prompts are never cut
         self.model_version = model_version
         self.device = model.get_input_embeddings().weight.device  # the first GPU when layers are split
         self.reuse_prefix = (reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
@@ -72,7 +78,7 @@ class HFClassifier:
     # -- public ---------------------------------------------------------------------------------
     def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
         """One Output per text, in order. Batches are formed by prompt length inside this call."""
-        prompt_ids = self.encode_many(texts)
+        prompt_ids, cut = self.encode_fitted(texts)
         if self.reuse_prefix:
             self._prepare_prefix(prompt_ids)
         order = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))
@@ -97,7 +103,8 @@ class HFClassifier:
             for index, result in zip(indices, results):
                 outputs[index] = result
             start += len(indices)
-        return outputs
+        return [dataclasses.replace(output, truncated=True) if was_cut else output
+                for output, was_cut in zip(outputs, cut)]
 
     def _timed_batch(self, prompt_ids: list[list[int]]) -> list[Output]:
         started = time.perf_counter()
@@ -127,11 +134,12 @@ class HFClassifier:
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` of each text, in one tokenizer call (the fast tokenizers encode a list in parallel:
         per-text calls cost 0.3 s for the 1,009 test prompts, a fifth of gpt-oss-20b's scoring time on a GPU)."""
-        if not texts:
-            return []
-        prefill = self.mode == "score"
-        rendered = [prompts.render_prompt(self.template, text, self.tokenizer, prefill_answer=prefill) for text in texts]
-        return self.tokenizer(rendered, add_special_tokens=False).input_ids
+        return self.encode_fitted(texts)[0]
+
+    def encode_fitted(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """(`encode` of each text, whether its post was cut to fit max_length_tokens)."""
+        return fit_prompts(self.template, texts, self.tokenizer, prefill_answer=self.mode == "score",
+                           max_length_tokens=self.max_length_tokens)
 
     # -- batches ----------------------------------------------------------------------------------
     def _run_batch(self, prompt_ids: list[list[int]]) -> list[Output]:
@@ -266,10 +274,10 @@ class HFClassifier:
 
 
 def score_texts(model, tokenizer, template: prompts.PromptTemplate, texts: Sequence[str], *,
-                batch_size: int) -> np.ndarray:
+                batch_size: int, max_length_tokens: int | None = None) -> np.ndarray:
     """P(hate) per text from a model already in memory, exactly as `hatelens evaluate` scores it. Training
     hands this to its trainer for the validation F1 of each checkpoint (training/trainer.py says why)."""
-    classifier = HFClassifier(model, tokenizer, template, batch_size=batch_size)
+    classifier = HFClassifier(model, tokenizer, template, batch_size=batch_size, max_length_tokens=max_length_tokens)
     return np.array([output.score for output in classifier.classify(texts)])
 
 
@@ -334,7 +342,7 @@ def create(config) -> HFClassifier:
     model, tokenizer, version = load_for_inference(config, report=report)
     classifier = HFClassifier(model, tokenizer, template, mode=config.mode, batch_size=config.batch_size,
                               max_new_tokens=config.max_new_tokens, model_version=version,
-                              max_batch_tokens=config.max_batch_tokens)
+                              max_batch_tokens=config.max_batch_tokens, max_length_tokens=config.max_length_tokens)
     classifier.timing.update(load_s=report["load_s"], compile_s=report.get("compile_s"),
                              speedups=report["applied"], experts=report.get("experts"), placement=report["placement"])
     return classifier

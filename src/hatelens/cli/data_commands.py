@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     split.add_argument("--output-dir", "--output_dir", dest="output_dir", default="data")
     split.add_argument("--validation-rows", type=int, default=SEED_VALIDATION_ROWS)
     split.add_argument("--seed", type=int, default=42)
+    split.add_argument("--test", default="data/unified/unified_test.json",
+                       help="the test split, recorded in splits.json (when the file exists) so calibrate refuses it")
     split.set_defaults(handler=run_split)
 
     stats = commands.add_parser("stats", help="counts per split and texts shared between splits")
@@ -35,6 +37,7 @@ def register(subparsers) -> None:
 
 def run_split(args: argparse.Namespace) -> int:
     from hatelens import data
+    from hatelens.data.split_record import write_split_record
 
     loaded = data.load_examples(args.input)
     examples = loaded.examples
@@ -44,10 +47,15 @@ def run_split(args: argparse.Namespace) -> int:
                                             seed=args.seed)
     output = Path(args.output_dir)
     data.write_jsonl_files({output / "train.jsonl": train, output / "validation.jsonl": validation})
+    roles = {"train": (output / "train.jsonl", train), "validation": (output / "validation.jsonl", validation)}
+    if Path(args.test).is_file():
+        roles["test"] = (Path(args.test), data.load_examples(args.test).examples)
+    record = write_split_record(output, roles)
     for warning in loaded.warnings:
         print(f"warning: {warning}")
     print(f"{len(train)} training rows  -> {output / 'train.jsonl'}")
     print(f"{len(validation)} validation rows -> {output / 'validation.jsonl'}")
+    print(f"split roles and hashes -> {record}" + ("" if "test" in roles else f"  (no test split: {args.test} not found)"))
     return 0
 
 

@@ -15,6 +15,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", help="hf (default) | reference | openai")
     group.add_argument("--mode", choices=("score", "generate"), help="score (default) or generate")
     group.add_argument("--template", help="prompt template name (baseline, policy_persona) or YAML path")
+    group.add_argument("--force-template", "--force_template", dest="force_template", action="store_true",
+                       default=None, help="score an adapter through --template although it was trained with another")
     group.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int)
     group.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int)
     group.add_argument("--device", help="auto (default) | cpu | cuda")
@@ -32,7 +34,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 MODEL_KEYS = ("model", "adapter", "backend", "mode", "template", "batch_size", "max_new_tokens", "device", "dtype",
               "trust_remote_code", "base_url", "max_concurrency", "api_key_env", "reasoning_effort", "api_version",
-              "deployment")
+              "deployment", "force_template")
 
 
 def model_values(args: argparse.Namespace) -> dict:

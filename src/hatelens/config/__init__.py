@@ -29,18 +29,19 @@ TARGET_F1 = 0.615  # the "target to beat" line of an evaluation summary
 class ModelConfig:
     """Which model answers and how it is asked."""
 
-    model: str = "smollm2-135m"  # alias, local folder, GGUF file or hub id
+    model: str | None = None  # alias, local folder, GGUF file or hub id; None: the adapter's base, else smollm2-135m
     adapter: str | None = None  # PEFT adapter folder
     backend: str = "hf"  # hf | reference | openai
     mode: str = "score"  # score: compare label-word log-probs; generate: parse a generated answer
-    template: str = "baseline"  # a name in configs/prompts/ or a path to a template YAML
+    template: str | None = None  # a name in configs/prompts/ or a YAML path; None: the adapter's own, else baseline
+    force_template: bool = False  # score an adapter through another template than the one it was trained with
     batch_size: int = 16  # rows per batch (with max_batch_tokens: the most rows a batch may hold)
     max_batch_tokens: int | None = None  # padded tokens computed per batch (GPU: sized for the card); None: rows only
     # gpt-oss on CUDA: torch.compile the experts' gate. Off by default: compiling costs 4-7 s a process on an
     # H200 and saves ~0.3 s per 1,009 texts, so only a long-lived server (hatelens serve) earns it back.
     compile_expert_gate: bool = False
     max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
-    max_length_tokens: int = 2048  # longer prompts are cut from the left of the text
+    max_length_tokens: int = 2048  # a longer prompt has its post cut (start kept), the instructions whole
     device: str = "auto"  # auto | cpu | cuda
     # hf on CUDA: single (one GPU) | split (decoder layers over every visible GPU, for a model no card holds) |
     # auto (split when the weights pass 80% of one card's free memory and several GPUs are visible)
@@ -363,7 +364,7 @@ class TrainConfig:
     save_total_limit: int = 2  # checkpoints kept (the best one is always kept)
     logging_steps: int = 10
     seed: int = 0
-    max_length_tokens: int = 1024  # a longer training record is an error, never silently cut
+    max_length_tokens: int = 1024  # a longer record has its post cut (start kept), never instructions or answer
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
     gradient_checkpointing: bool = False  # trade compute for memory (large models)

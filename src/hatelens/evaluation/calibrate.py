@@ -15,9 +15,11 @@ Objectives (a prediction is "hate" when score >= threshold: `thresholds.Threshol
                  the same way every time.
 Each result records its F1 cost: the F1 of the best single threshold minus the F1 under the
 objective's thresholds (negative when per-group thresholds fit the validation rows better).
-Thresholds are never fitted on the test split: a run whose data file is named *test* is refused.
+Thresholds are never fitted on the test split: a run on the examples (or the file) of a known test split
+(splits.json from `hatelens data split`, data/unified/unified_test.json) is refused, whatever its name.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from hatelens.config import DEFAULT_MAX_GROUP_FNR, DEFAULT_MAX_GROUP_FPR
 from hatelens.data.labels import to_int
+from hatelens.data.split_record import known_test_splits
 from hatelens.errors import ConfigError
 from hatelens.evaluation.metrics import binary_rates, counts_at_thresholds, rates_from_counts
 from hatelens.evaluation.thresholds import Thresholds
@@ -248,9 +251,15 @@ def _per_group_rates(y_true, predictions, groups, thresholds: Thresholds) -> dic
 
 
 def _refuse_test_split(run: FinishedRun) -> None:
-    if "test" in Path(run.data_file).name.lower():
-        raise ConfigError(f"{run.run_dir} was scored on {run.data_file}, a test split: thresholds tuned on test "
-                          "data make test figures meaningless; calibrate a run on data/validation.jsonl instead")
+    """A run scored on a known test split (by content: the same examples, or the same file bytes) is refused."""
+    manifest_path = run.run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    for known in known_test_splits(run.data_file):
+        if (manifest.get("examples_sha256") == known["examples_sha256"]
+                or (known.get("data_sha256") and manifest.get("data_sha256") == known["data_sha256"])):
+            raise ConfigError(f"{run.run_dir} was scored on {run.data_file}, which holds the test split {known['file']}: "
+                              "thresholds tuned on test data make test figures meaningless; calibrate a run on "
+                              "data/validation.jsonl instead")
 
 
 def _scored_arrays(run: FinishedRun) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from hatelens import data, runs, trackers
-from hatelens.backends import create_backend, prompts
+from hatelens.backends import adapters, create_backend, prompts
 from hatelens.config import DEFAULT_THRESHOLD, EvalConfig, ModelConfig, from_dict, to_dict
 from hatelens.data import suites
 from hatelens.data.formats import iter_jsonl_lines, loads_line
@@ -96,6 +96,8 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     is returned as it is, an unfinished one resumed.
     """
     trackers.parse_report_to(config.report_to)  # a typo fails now, not after the scoring
+    model_config, template_source = adapters.resolve(config.model)  # an adapter's base and template by default
+    config = dataclasses.replace(config, model=model_config)
     runs.check_output_dir(Path(config.output_dir))  # a file in the way fails now, not after the model loads
     examples, warnings = load_eval_examples(config)
     template = prompts.load_template(config.model.template) if config.model.backend != "reference" else None
@@ -110,7 +112,8 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
     classifier = classifier or create_backend(config.model.backend, config.model)
     run_dir, done = _shared_run_dir(config, run_dir, team)
     if _is_main(team):
-        _write_config_and_manifest(run_dir, config, identity, classifier, examples, template, thresholds, warnings)
+        _write_config_and_manifest(run_dir, config, identity, classifier, examples, template, thresholds, warnings,
+                                   template_source)
     started = time.perf_counter()
     _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress, team)
     if not _gather_predictions(run_dir, examples, team):  # another process of a team: the main one finishes
@@ -130,7 +133,7 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
 
 
 def _write_config_and_manifest(run_dir: Path, config: EvalConfig, identity: str, classifier, examples, template,
-                               thresholds: Thresholds, warnings: list[str]) -> None:
+                               thresholds: Thresholds, warnings: list[str], template_source: str) -> None:
     """config.yaml (what ran) and manifest.json (what it ran on), before the first prediction."""
     runs.write_yaml(run_dir / "config.yaml", to_dict(config))
     runs.write_json(run_dir / "manifest.json", runs.manifest(
@@ -138,6 +141,8 @@ def _write_config_and_manifest(run_dir: Path, config: EvalConfig, identity: str,
         mode=classifier.mode, data_file=str(config.data), data_sha256=file_sha256(config.data),
         examples_sha256=data.examples_hash(examples), n_examples=len(examples),
         prompt_template=template.name if template else None, prompt_sha256=template.hash if template else None,
+        prompt_template_file=config.model.template if template else None,
+        prompt_template_source=template_source if template else None,
         thresholds=thresholds.to_dict(), data_warnings=warnings,
     ))
 
@@ -150,6 +155,7 @@ def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConf
         n_bootstrap=config.n_bootstrap, seed=config.seed,
     )
     result["run"] = run_info
+    result["truncated"] = count_truncated(rows)
     summary = format_summary(result, target_f1=config.target_f1)
     functionality = suites.per_functionality(rows)  # functional suites (HateCheck files) only
     if functionality:
@@ -161,6 +167,14 @@ def finish_run(run_dir: Path, rows: list[dict], run_info: dict, config: EvalConf
                  params={"data": config.data, "model": config.model.model, "adapter": config.model.adapter,
                          "template": config.model.template, "n": result["n"]})
     return EvalResult(run_dir=run_dir, metrics=result, summary=summary, resumed_rows=run_info.get("resumed_rows", 0))
+
+
+def count_truncated(rows: list[dict]) -> dict:
+    """Rows whose post was cut to fit max_length_tokens: {"overall": n, "per_group": {group: n}}."""
+    per_group = {group: 0 for group in sorted({row["group"] for row in rows}, key=str)}
+    for row in rows:
+        per_group[row["group"]] += bool(row.get("truncated"))
+    return {"overall": sum(per_group.values()), "per_group": per_group}
 
 
 def load_result(run_dir: Path) -> EvalResult:
@@ -248,6 +262,8 @@ def _row(example, output, thresholds: Thresholds) -> dict:
            "text": example.text, "source": example.source}
     if output.raw is not None:
         row["raw"] = output.raw
+    if output.truncated:
+        row["truncated"] = True  # the post was cut to fit max_length_tokens
     if example.extra:
         row["extra"] = example.extra
     return row

@@ -27,9 +27,12 @@ def format_summary(result: dict, *, target_f1: float | None = TARGET_F1) -> str:
         f"Total samples:      {result['n']}",
         f"Valid predictions:  {result['n_valid']} ({100 * result['n_valid'] / max(result['n'], 1):.1f}%)"
         f"  invalid: {result['n_invalid']} (counted as errors; valid-only figures in metrics.json)",
-        "",
-        f"{'Metric':<12}{'Value':>8}  95% CI",
     ]
+    truncated = result.get("truncated") or {}
+    if truncated.get("overall"):
+        cut_groups = ", ".join(f"{group} {count}" for group, count in truncated["per_group"].items() if count)
+        lines.append(f"Truncated:          {truncated['overall']} post(s) cut to fit max_length_tokens ({cut_groups})")
+    lines += ["", f"{'Metric':<12}{'Value':>8}  95% CI"]
     ci = result.get("ci", {})
     for key, label in (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"),
                        ("f1", "F1"), ("fpr", "FPR"), ("fnr", "FNR"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):

@@ -6,12 +6,15 @@ label word, or the JSON answer). Prompt and answer are tokenised *separately* an
 exactly as the hf backend scores them (prompt ids + continuation ids, no special tokens added), so
 training never sees a token boundary that scoring does not. No EOS follows the answer: the evaluator
 never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall 6).
+A record longer than max_length_tokens has its post cut (its start kept) so prompt and answer fit, the
+instructions and the answer whole: the same cut the hf backend makes (backends/truncation.py).
 """
 
 import logging
 import os
 
 from hatelens.backends import prompts
+from hatelens.backends.truncation import fit_prompts
 from hatelens.config import AugmentConfig
 from hatelens.data import Example, augment, normalize_text
 from hatelens.errors import DataError
@@ -39,37 +42,37 @@ def training_examples(examples: list[Example], template: prompts.PromptTemplate,
     return augmented
 
 
-def prompt_ids(template: prompts.PromptTemplate, text: str, tokenizer) -> list[int]:
-    """Token ids of the prompt, as HFClassifier.encode makes them in score mode."""
-    prompt = prompts.render_prompt(template, text, tokenizer, prefill_answer=True)
-    return tokenizer(prompt, add_special_tokens=False).input_ids
-
-
-def tokenize_example(example: Example, template: prompts.PromptTemplate, tokenizer) -> dict:
-    """{"input_ids", "labels"}: prompt + answer ids; labels are IGNORE_INDEX on every prompt token."""
-    prompt = prompt_ids(template, example.text, tokenizer)
+def tokenize_example(example: Example, template: prompts.PromptTemplate, tokenizer, *,
+                     max_length_tokens: int | None = None) -> dict:
+    """{"input_ids", "labels", "truncated"}: prompt + answer ids, at most max_length_tokens (the post cut to fit);
+    labels are IGNORE_INDEX on every prompt token."""
     answer = tokenizer(template.answer(example.label), add_special_tokens=False).input_ids
-    return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
+    ids, cut = fit_prompts(template, [example.text], tokenizer, prefill_answer=True,
+                           max_length_tokens=max_length_tokens, reserve_tokens=len(answer))
+    prompt = ids[0]
+    return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer, "truncated": cut[0]}
 
 
 def build_dataset(examples: list[Example], template: prompts.PromptTemplate, tokenizer, *,
                   max_length_tokens: int, where: str):
     """A pre-tokenised `datasets.Dataset` (input_ids, labels, length) that SFTTrainer uses as is.
 
-    A record longer than max_length_tokens is an error rather than silently cut: cutting would drop
-    either the answer (no loss) or the start of the prompt (a context scoring never shows).
+    A record longer than max_length_tokens has its post cut (the start kept): never the instructions
+    (a context scoring never shows) nor the answer (no loss). The cut records are counted in the log.
     """
     from datasets import Dataset
 
-    rows = []
+    rows, cut = [], []
     for example in examples:
-        row = tokenize_example(example, template, tokenizer)
-        if len(row["input_ids"]) > max_length_tokens:
-            raise DataError(f"{where}: example {example.id} is {len(row['input_ids'])} tokens with the prompt, over "
-                            f"max_length_tokens={max_length_tokens}; raise it or shorten the text")
-        rows.append({**row, "length": len(row["input_ids"])})
+        row = tokenize_example(example, template, tokenizer, max_length_tokens=max_length_tokens)
+        rows.append({"input_ids": row["input_ids"], "labels": row["labels"], "length": len(row["input_ids"])})
+        if row["truncated"]:
+            cut.append(example.id)
     if not rows:
         raise DataError(f"{where}: no examples to train on")
+    if cut:
+        logger.warning("%s: %d example(s) over max_length_tokens=%d had their post cut to fit (%s)", where,
+                       len(cut), max_length_tokens, ", ".join(cut[:5]) + (", ..." if len(cut) > 5 else ""))
     return Dataset.from_list(rows)
 
 
