@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hatelens import extras
-from hatelens.backends import models, prompts
+from hatelens.backends import adapters, models, prompts
 from hatelens.backends.base import Output
 from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
@@ -337,6 +337,7 @@ def attach_adapter(model, adapter: str):
 
 
 def create(config) -> HFClassifier:
+    config = adapters.resolve(config)[0]  # the model and template an adapter records (idempotent)
     template = prompts.load_template(config.template)
     report: dict = {}
     model, tokenizer, version = load_for_inference(config, report=report)

@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 import httpx
 
 from hatelens import runs
-from hatelens.backends import models, prompts
+from hatelens.backends import adapters, models, prompts
 from hatelens.backends.base import Output
 from hatelens.backends.parsing import parse_answer
 from hatelens.data.labels import HATE, NORMAL
@@ -254,6 +254,7 @@ def _retry_after_s(response: httpx.Response) -> float | None:
 
 
 def create(config) -> OpenAICompatClassifier:
+    config = adapters.resolve(config)[0]  # the default model name and template (idempotent)
     if not config.base_url:
         raise ConfigError("--backend openai needs --base-url, for example http://127.0.0.1:8000/v1")
     azure = bool(config.api_version) or "api-version=" in config.base_url
