@@ -31,7 +31,7 @@ def train_command(model_dir: Path, work: Path, train_texts: list[str], learning_
             "--output-dir", str(work / "runs"), "--template", "compact", "--batch-size", "4", "--quiet",
             "--learning-rate", learning_rate, "grad_accum=1", "eval_batch_size=2", "lora.r=2", "lora.alpha=4",
             "lora.dropout=0", "logging_steps=1", "warmup_ratio=0", "eval_on_start=false",
-            "eval_steps=100", "early_stopping_patience=0", *overrides]  # no evaluation before the guard acts
+            "eval_steps=100", "early_stopping_patience=null", *overrides]  # no evaluation before the guard acts
 
 
 def test_a_diverging_loss_stops_the_run_with_one_line(tiny_llama_dir, tmp_path, capsys):
