@@ -1,6 +1,7 @@
 """Fuzzing the real server: whatever a client sends, the answer is a 2xx or a 4xx with a message, never a 500."""
 
 import json
+import os
 
 import httpx
 import pytest
@@ -25,6 +26,8 @@ FEEDBACK_BODIES = st.fixed_dictionaries(
     {"id": st.text(max_size=30) | JSON_VALUES, "label": st.sampled_from(["hate", "normal", "HATE", ""]) | JSON_VALUES},
     optional={"reviewer": st.text(max_size=20) | JSON_VALUES},
 ) | JSON_VALUES
+# the probe's scale (issue 14: 10,000 bodies): HATELENS_FUZZ_EXAMPLES=10000 pytest tests/test_serve_fuzz.py
+EXAMPLES = int(os.environ.get("HATELENS_FUZZ_EXAMPLES", "300"))
 CONTENT_TYPES = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
                                  "application/x-www-form-urlencoded", "", "application/json; charset=latin-1"])
 
@@ -42,7 +45,7 @@ def _post(url: str, path: str, content: bytes, content_type: str) -> httpx.Respo
     return httpx.post(f"{url}{path}", content=content, headers=headers, timeout=30)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/v1/classify", "/v1/feedback"]), classify=CLASSIFY_BODIES, feedback=FEEDBACK_BODIES,
        content_type=CONTENT_TYPES)
 def test_no_json_body_gets_a_500(url, path, classify, feedback, content_type):
