@@ -7,6 +7,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 from fixtures import tiny_gpt_oss, tiny_llama  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from hatelens.backends import prompts  # noqa: E402
+from hatelens.backends.hf import HFClassifier  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,17 @@ def cache_dir(tmp_path, monkeypatch):
     """An empty hatelens cache, so no test depends on what an earlier run converted."""
     monkeypatch.setenv("HATELENS_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_llama_dir):
+    """The server tests' model: a tiny random Llama behind the baseline template (a file's own `classifier`
+    fixture overrides it)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    return HFClassifier(model, tokenizer, prompts.load_template("baseline"), batch_size=8, model_version="tiny-llama")
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "predictions.sqlite"

@@ -38,6 +38,7 @@ from hatelens.backends.hf import HFClassifier
 from hatelens.config import EvalConfig, ModelConfig
 from hatelens.errors import DataError
 from hatelens.evaluation.evaluate import evaluate
+from hatelens.evaluation.thresholds import Thresholds
 
 ASSETS = Path(__file__).parent / "assets"
 GROUPS = ("lgbtq", "mexican", "middle_east")
@@ -183,3 +184,15 @@ def serving(app, *, startup_timeout_s: float = 20.0):
 def raises_data_error(message: str):
     """pytest.raises(DataError) whose message starts with `message` (matched literally)."""
     return pytest.raises(DataError, match="^" + re.escape(message))
+
+
+# -- the server tests' app --------------------------------------------------------------------------------
+SERVE_THRESHOLDS = Thresholds(threshold=0.5, per_group={"lgbtq": 0.25})
+
+
+def serve_app(classifier, db_path, **kwargs):
+    """create_app with the server tests' thresholds and a SQLite log at db_path."""
+    from hatelens.serving.app import create_app
+
+    kwargs.setdefault("thresholds", SERVE_THRESHOLDS)
+    return create_app(classifier, db_path=str(db_path), **kwargs)

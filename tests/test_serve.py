@@ -8,36 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from fixtures import serving
+from fixtures import SERVE_THRESHOLDS, serve_app, serving
 from prometheus_client.parser import text_string_to_metric_families
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens.backends import prompts
-from hatelens.backends.hf import HFClassifier
 from hatelens.config import ServeLimits
-from hatelens.evaluation.thresholds import Thresholds
 from hatelens.serving.app import create_app
 from hatelens.serving.prediction_log import PredictionLog
 
-THRESHOLDS = Thresholds(threshold=0.5, per_group={"lgbtq": 0.25})
+THRESHOLDS = SERVE_THRESHOLDS
 TEXTS = ["first post", "a second, longer post about people", "third"]
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_llama_dir):
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    return HFClassifier(model, tokenizer, prompts.load_template("baseline"), batch_size=8, model_version="tiny-llama")
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "predictions.sqlite"
-
-
-def _app(classifier, db_path, **kwargs):
-    kwargs.setdefault("thresholds", THRESHOLDS)
-    return create_app(classifier, db_path=str(db_path), **kwargs)
 
 
 def _metrics(url: str) -> dict:
@@ -49,7 +28,7 @@ def _metrics(url: str) -> dict:
 
 def test_classify_returns_label_score_threshold_and_version_per_text(classifier, db_path):
     expected = [output.score for output in classifier.classify(TEXTS)]
-    with serving(_app(classifier, db_path)) as url:
+    with serving(serve_app(classifier, db_path)) as url:
         response = httpx.post(f"{url}/v1/classify", json={"texts": TEXTS, "groups": ["LGBTQ+", "mexican", None]})
     assert response.status_code == 200
     body = response.json()
@@ -68,7 +47,7 @@ def test_concurrent_requests_share_bounded_batches(classifier, db_path):
     texts = [f"post number {i}" for i in range(12)]
     expected = {text: output.score for text, output in zip(texts, classifier.classify(texts))}
     limits = ServeLimits(max_batch_texts=4, max_wait_ms=300)
-    with serving(_app(classifier, db_path, limits=limits)) as url:
+    with serving(serve_app(classifier, db_path, limits=limits)) as url:
         with httpx.Client() as client, ThreadPoolExecutor(12) as pool:
             responses = list(pool.map(lambda text: client.post(f"{url}/v1/classify", json={"texts": [text]}), texts))
         metrics = _metrics(url)
@@ -85,7 +64,7 @@ def test_concurrent_requests_share_bounded_batches(classifier, db_path):
 def test_a_request_larger_than_the_batch_bounds_is_served_in_pieces_in_order(classifier, db_path):
     expected = [output.score for output in classifier.classify(TEXTS)]
     limits = ServeLimits(max_batch_texts=2, max_wait_ms=1)
-    with serving(_app(classifier, db_path, limits=limits)) as url:
+    with serving(serve_app(classifier, db_path, limits=limits)) as url:
         response = httpx.post(f"{url}/v1/classify", json={"texts": TEXTS})
         metrics = _metrics(url)
     body = response.json()
@@ -94,7 +73,7 @@ def test_a_request_larger_than_the_batch_bounds_is_served_in_pieces_in_order(cla
     assert [result["id"] for result in body["results"]] == [f"{body['request_id']}-{i}" for i in range(3)]
     assert metrics[("hatelens_batch_texts_count", ())] == 2  # 2 + 1 texts
     limits = ServeLimits(max_batch_chars=40, max_wait_ms=1)
-    with serving(_app(classifier, db_path, limits=limits)) as url:
+    with serving(serve_app(classifier, db_path, limits=limits)) as url:
         by_chars = httpx.post(f"{url}/v1/classify", json={"texts": ["x" * 30, "y" * 30]})
         metrics = _metrics(url)
     assert by_chars.status_code == 200 and len(by_chars.json()["results"]) == 2
@@ -104,7 +83,7 @@ def test_a_request_larger_than_the_batch_bounds_is_served_in_pieces_in_order(cla
 def test_api_key_is_required_when_set(classifier, db_path, monkeypatch):
     monkeypatch.setenv("HATELENS_TEST_KEY", "s3cret")
     body = {"texts": ["a post"]}
-    with serving(_app(classifier, db_path, api_key_env="HATELENS_TEST_KEY")) as url:
+    with serving(serve_app(classifier, db_path, api_key_env="HATELENS_TEST_KEY")) as url:
         missing = httpx.post(f"{url}/v1/classify", json=body)
         wrong = httpx.post(f"{url}/v1/classify", json=body, headers={"Authorization": "Bearer nope"})
         basic = httpx.post(f"{url}/v1/classify", json=body, headers={"Authorization": "Basic s3cret"})
@@ -145,7 +124,7 @@ BAD_BODIES = {
 
 
 def test_every_bad_input_gets_a_message_never_a_500(classifier, db_path):
-    with serving(_app(classifier, db_path, limits=LIMITS)) as url:
+    with serving(serve_app(classifier, db_path, limits=LIMITS)) as url:
         answers = {name: httpx.post(f"{url}/v1/classify", content=body, headers={"content-type": "application/json"})
                    for name, (body, _, _) in BAD_BODIES.items()}
 
@@ -167,7 +146,7 @@ def test_every_bad_input_gets_a_message_never_a_500(classifier, db_path):
 
 
 def test_metrics_count_requests_predictions_and_errors(classifier, db_path):
-    with serving(_app(classifier, db_path)) as url:
+    with serving(serve_app(classifier, db_path)) as url:
         httpx.post(f"{url}/v1/classify", json={"texts": TEXTS, "groups": ["lgbtq", "klingon", None]})
         httpx.post(f"{url}/v1/classify", json={"texts": []})
         metrics = _metrics(url)
@@ -184,7 +163,7 @@ def test_metrics_count_requests_predictions_and_errors(classifier, db_path):
 
 
 def test_feedback_round_trip(classifier, db_path):
-    with serving(_app(classifier, db_path)) as url:
+    with serving(serve_app(classifier, db_path)) as url:
         results = httpx.post(f"{url}/v1/classify", json={"texts": TEXTS}).json()["results"]
         accepted = httpx.post(f"{url}/v1/feedback", json={"id": results[1]["id"], "label": "hateful",
                                                           "reviewer": "moderator-7"})
@@ -200,7 +179,7 @@ def test_feedback_round_trip(classifier, db_path):
 
 @pytest.mark.parametrize("log_text", [False, True])
 def test_prediction_log_holds_every_prediction(classifier, db_path, log_text):
-    with serving(_app(classifier, db_path, log_text=log_text)) as url:
+    with serving(serve_app(classifier, db_path, log_text=log_text)) as url:
         body = httpx.post(f"{url}/v1/classify", json={"texts": TEXTS, "groups": ["lgbtq", "mexican", "lgbtq"]}).json()
     rows = PredictionLog(db_path).read()
     assert [row.id for row in sorted(rows, key=lambda row: row.position)] == [r["id"] for r in body["results"]]
@@ -259,7 +238,7 @@ class FailsOnBoom:
 
 
 def test_a_model_failure_is_reported_and_the_server_keeps_serving(classifier, db_path):
-    with serving(_app(FailsOnBoom(classifier), db_path)) as url:
+    with serving(serve_app(FailsOnBoom(classifier), db_path)) as url:
         failed = httpx.post(f"{url}/v1/classify", json={"texts": ["boom"]})
         after = httpx.post(f"{url}/v1/classify", json={"texts": ["fine"]})
     assert failed.status_code == 500
@@ -271,7 +250,7 @@ def test_a_model_failure_is_reported_and_the_server_keeps_serving(classifier, db
 def test_a_failing_request_does_not_fail_the_others_in_its_batch(classifier, db_path):
     texts = ["boom"] + [f"post number {i}" for i in range(7)]
     limits = ServeLimits(max_batch_texts=8, max_wait_ms=500)
-    with serving(_app(FailsOnBoom(classifier), db_path, limits=limits)) as url:
+    with serving(serve_app(FailsOnBoom(classifier), db_path, limits=limits)) as url:
         with httpx.Client() as client, ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(lambda text: client.post(f"{url}/v1/classify", json={"texts": [text]}), texts))
         metrics = _metrics(url)
@@ -313,111 +292,3 @@ def test_the_serve_command_starts_loads_and_answers(tiny_llama_dir, tmp_path):
     assert too_many.status_code == 422 and "the limit is 2" in too_many.json()["error"]
     assert answered.status_code == 200
     assert [row.text for row in PredictionLog(db).read()] == ["a post"]
-
-
-class Slow:
-    """A classifier wrapper that takes `seconds_per_text` for each text (a long text, a slow model)."""
-
-    def __init__(self, inner, seconds_per_text):
-        self.inner, self.seconds_per_text = inner, seconds_per_text
-        self.model_version, self.mode = inner.model_version, inner.mode
-
-    def classify(self, texts, groups=None):
-        import time
-
-        time.sleep(self.seconds_per_text * len(texts))
-        return self.inner.classify(texts, groups)
-
-
-def test_a_long_request_takes_turns_with_short_ones(classifier, db_path):
-    import time
-
-    limits = ServeLimits(max_texts=64, max_batch_texts=4, max_wait_ms=1)
-    with serving(_app(Slow(classifier, 0.05), db_path, limits=limits)) as url:
-        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(2) as pool:
-            started = time.perf_counter()
-            long = pool.submit(client.post, f"{url}/v1/classify", json={"texts": [f"long {i}" for i in range(64)]})
-            time.sleep(0.3)  # the long request is being served
-            short = client.post(f"{url}/v1/classify", json={"texts": ["short"]})
-            short_s = time.perf_counter() - started
-            long_response = long.result()
-            long_s = time.perf_counter() - started
-    assert short.status_code == 200 and long_response.status_code == 200
-    assert len(long_response.json()["results"]) == 64
-    assert short_s < long_s / 2  # it was answered between the long request's pieces, not after them
-
-
-def test_a_batch_past_its_time_limit_answers_503_and_the_server_goes_on(classifier, db_path):
-    limits = ServeLimits(batch_timeout_s=0.2, max_wait_ms=1)
-    with serving(_app(Slow(classifier, 0.6), db_path, limits=limits)) as url:
-        late = httpx.post(f"{url}/v1/classify", json={"texts": ["a post"]}, timeout=30)
-        limits_ok = httpx.get(f"{url}/healthz")
-    assert late.status_code == 503 and "took longer than 0.2 s" in late.json()["error"]
-    assert limits_ok.status_code == 200
-
-
-def test_post_bodies_must_be_declared_json(classifier, db_path):
-    body = json.dumps({"texts": ["a post"]})
-    with serving(_app(classifier, db_path)) as url:
-        plain = httpx.post(f"{url}/v1/classify", content=body, headers={"content-type": "text/plain"})
-        form = httpx.post(f"{url}/v1/feedback", content='{"id": "x", "label": "hate"}',
-                          headers={"content-type": "application/x-www-form-urlencoded"})
-        none = httpx.post(f"{url}/v1/classify", content=body)
-        charset = httpx.post(f"{url}/v1/classify", content=body,
-                             headers={"content-type": "application/json; charset=utf-8"})
-    assert [plain.status_code, form.status_code, none.status_code] == [415] * 3
-    assert "Content-Type: application/json" in plain.json()["error"] and "'text/plain'" in plain.json()["error"]
-    assert charset.status_code == 200
-    assert PredictionLog(db_path).read()[0].request_id == charset.json()["request_id"]  # only the JSON one
-
-
-def test_a_key_in_the_url_is_refused_and_never_logged(classifier, db_path, monkeypatch):
-    import logging
-
-    monkeypatch.setenv("HATELENS_TEST_KEY", "s3cret")
-    lines = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    access_log = logging.getLogger("uvicorn.access")
-    keep = Keep()
-    with serving(_app(classifier, db_path, api_key_env="HATELENS_TEST_KEY")) as url:
-        level = access_log.level
-        access_log.setLevel(logging.INFO)
-        access_log.addHandler(keep)
-        try:
-            in_url = httpx.post(f"{url}/v1/classify?api_key=s3cret", json={"texts": ["a"]})
-            other_spelling = httpx.get(f"{url}/healthz?API-KEY=s3cret")
-            other_query = httpx.get(f"{url}/healthz?probe=s3cret")
-        finally:
-            access_log.removeHandler(keep)
-            access_log.setLevel(level)
-    assert in_url.status_code == 400 and "Authorization: Bearer" in in_url.json()["error"]
-    assert other_spelling.status_code == 400 and other_query.status_code == 200
-    assert len(lines) == 3 and not any("s3cret" in line or "?" in line for line in lines)
-    assert '"POST /v1/classify HTTP/1.1" 400' in lines[0]
-
-
-def test_the_server_warns_without_an_api_key(classifier, db_path, monkeypatch, caplog):
-    monkeypatch.delenv("HATELENS_TEST_KEY", raising=False)
-    with caplog.at_level("WARNING", logger="hatelens.serving.app"):
-        _app(classifier, db_path, api_key_env="HATELENS_TEST_KEY")
-    assert any("HATELENS_TEST_KEY is not set: anyone who can reach this server" in record.getMessage()
-               for record in caplog.records)
-    monkeypatch.setenv("HATELENS_TEST_KEY", "s3cret")
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="hatelens.serving.app"):
-        _app(classifier, db_path, api_key_env="HATELENS_TEST_KEY")
-    assert not caplog.records
-
-
-def test_the_openapi_schema_declares_the_request_bodies(classifier, db_path):
-    with serving(_app(classifier, db_path)) as url:
-        spec = httpx.get(f"{url}/openapi.json").json()
-    classify = spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    feedback = spec["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert classify["required"] == ["texts"] and set(classify["properties"]) == {"texts", "groups"}
-    assert feedback["required"] == ["id", "label"] and set(feedback["properties"]) == {"id", "label", "reviewer"}
-    assert {"415", "422", "500"} <= set(spec["paths"]["/v1/classify"]["post"]["responses"])
