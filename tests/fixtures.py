@@ -186,6 +186,18 @@ def raises_data_error(message: str):
     return pytest.raises(DataError, match="^" + re.escape(message))
 
 
+# -- a LoRA adapter ---------------------------------------------------------------------------------------
+def lora_adapter(base_dir: Path, folder: Path, *, seed: int) -> Path:
+    """A LoRA adapter on the model in base_dir with non-zero weights (as if trained), saved to folder."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(base, config).save_pretrained(folder)
+    return folder
+
+
 # -- the server tests' app --------------------------------------------------------------------------------
 SERVE_THRESHOLDS = Thresholds(threshold=0.5, per_group={"lgbtq": 0.25})
 

@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
-import torch
 import yaml
-from peft import LoraConfig, PeftModel, get_peft_model
+from fixtures import lora_adapter
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hatelens import runs
@@ -29,12 +29,7 @@ TEXTS = ["vermin out of our country", "lovely tacos today", "a longer post about
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_llama_dir, tmp_path_factory):
     """A LoRA adapter with non-zero weights (as if trained), naming the tiny model as its base."""
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
-    folder = tmp_path_factory.mktemp("adapter")
-    get_peft_model(base, config).save_pretrained(folder)
-    return folder
+    return lora_adapter(tiny_llama_dir, tmp_path_factory.mktemp("adapter"), seed=1)
 
 
 def scores(model, folder) -> list[float]:

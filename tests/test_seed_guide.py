@@ -10,10 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-import torch
-from fixtures import write_dataset
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
+from fixtures import lora_adapter, write_dataset
 
 from hatelens.cli import build_parser, evaluate_commands, main, train_commands
 from hatelens.config import to_dict
@@ -56,12 +53,7 @@ def test_baseline_and_training_spellings_reach_the_same_config():
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_llama_dir, tmp_path_factory):
     """A LoRA adapter with non-zero weights (as if trained) whose base is the tiny model."""
-    torch.manual_seed(2)
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
-    folder = tmp_path_factory.mktemp("adapter")
-    get_peft_model(base, config).save_pretrained(folder)
-    return folder
+    return lora_adapter(tiny_llama_dir, tmp_path_factory.mktemp("adapter"), seed=2)
 
 
 # PEFT reads model.is_gradient_checkpointing (building the adapter), which transformers 5 deprecates; not ours to fix.

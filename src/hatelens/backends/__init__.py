@@ -16,7 +16,5 @@ def create_backend(name: str, config):
     """Build the backend called `name` from a ModelConfig."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}")
-    from hatelens.backends import adapters
-
-    module_name, factory = BACKENDS[name].split(":")
-    return getattr(import_module(module_name), factory)(adapters.resolve(config)[0])
+    module_name, factory = BACKENDS[name].split(":")  # hf and openai fill an adapter's defaults themselves
+    return getattr(import_module(module_name), factory)(config)
