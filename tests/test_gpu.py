@@ -61,7 +61,7 @@ def test_gpu_speedups_switch_on_for_gpt_oss_and_keep_the_scores(tiny_gpt_oss_dir
     model = _model(tiny_gpt_oss_dir, fused=False)
     plain = HFClassifier(model, tokenizer, template, batch_size=4, reuse_prefix=False).classify(TEXTS)
     try:
-        report = use_gpu_speedups(model, inference=True)
+        report = use_gpu_speedups(model, inference=True, compile_gate=True)
         assert report["applied"] == ["compiled expert gate", "fused sink attention"]
         assert report["compile_s"] > 0 and report["experts"].startswith("GptOssExperts")
         fast = HFClassifier(model, tokenizer, template, batch_size=4).classify(TEXTS)

@@ -1,9 +1,11 @@
 """Speed-ups for gpt-oss on a CUDA device, switched on by `load_for_inference` and `hatelens train`.
 
-Measured on one H200 with gpt-oss-20b's shape (benchmarks/results/gpu.md):
+Measured on one H200 with gpt-oss-20b's shape:
 - the experts' gate (clamp, sigmoid and products over every routed token: six passes over a
-  (tokens x 4, 2880) tensor in eager mode) compiled by torch.compile into one kernel: scoring the 1,009
-  test texts 1.27-1.39 s -> 1.10 s, LoRA training at batch 32 70 -> 88 samples/s and 54 -> 50 GiB;
+  (tokens x 4, 2880) tensor in eager mode) compiled by torch.compile into one kernel. Opt-in
+  (`compile_expert_gate`): its compilation costs 4-7 s a process for inference and 66 s for training,
+  against 1,009 test texts warm in 1.66 vs 1.60 s eager, then 1.48 vs 1.84 s, in two runs
+  (benchmarks/results/gpu_run.md), so only a long-lived server may earn it back;
 - attention with sinks through PyTorch's fused kernels (`sdpa_with_sinks`) for inference only: the
   long policy_persona template 2.2 -> 1.8 s; in training it was slower than eager (77 vs 165 samples/s).
 Nothing changes on a CPU, or for other model types.
@@ -21,7 +23,7 @@ logger = logging.getLogger(__name__)
 GATE_COMPILATIONS = {"count": 0}
 
 
-def use_gpu_speedups(model, *, inference: bool, compile_gate: bool = True) -> dict:
+def use_gpu_speedups(model, *, inference: bool, compile_gate: bool = False) -> dict:
     """Apply what helps this model on its device. Returns what was applied: {"applied": [names],
     "experts": which expert implementation runs, "compile_s": seconds the gate's compilation took
     (paid here, once, on a small warm-up tensor: not by the first batch)}."""

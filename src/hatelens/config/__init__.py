@@ -38,7 +38,7 @@ class ModelConfig:
     batch_size: int = 16  # rows per batch (with max_batch_tokens: the most rows a batch may hold)
     max_batch_tokens: int | None = None  # padded tokens computed per batch (GPU: sized for the card); None: rows only
     # gpt-oss on CUDA: torch.compile the experts' gate. Off by default: compiling costs 4-7 s a process on an
-    # H200 and saves ~0.3 s per 1,009 texts, so only a long-lived server (hatelens serve) earns it back.
+    # H200 and saved -0.06 to 0.36 s per 1,009 texts in two runs: only a long-lived server may earn it back.
     compile_expert_gate: bool = False
     max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
     max_length_tokens: int = 2048  # a longer prompt has its post cut (start kept), the instructions whole
