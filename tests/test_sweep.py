@@ -119,3 +119,22 @@ def test_quick_cells_take_one_step_on_sixteen_rows_in_their_own_folder(recipe, t
     assert (settings.max_train_samples, settings.batch_size * settings.grad_accum, settings.epochs) == (16, 16, 1)
     assert settings.max_val_samples == 16
     assert {cell.identity for cell in full}.isdisjoint(cell.identity for cell in quick)
+
+
+def test_workers_train_cells_side_by_side_and_a_failure_waits_for_the_others(recipe, tmp_path, monkeypatch):
+    missing = {"val_file": str(tmp_path / "none.jsonl")}
+    config = SweepConfig(name="par", output_dir=str(tmp_path), recipe=str(recipe), n_bootstrap=20,
+                         cells=[{"name": "good"}, {"name": "bad", "overrides": missing}],
+                         rule=SweepRule(max_group_fpr=1.0, max_group_fnr=1.0))
+    good, bad = plan_cells(config)
+    with pytest.raises(Exception, match="none.jsonl"):
+        run_sweep(config, progress=False, workers=2)
+    assert (tmp_path / "cells" / good.identity / "cell.json").is_file()  # finished although its neighbour failed
+    assert not (tmp_path / "cells" / bad.identity / "cell.json").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr("hatelens.training.train.train", no_training)
+    config.cells = config.cells[:1]
+    assert [row["name"] for row in run_sweep(config, progress=False, workers=2).rows] == ["good"]

@@ -88,8 +88,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     return config
 
 
-def run_sweep(config: SweepConfig, *, quick: bool = False, progress: bool = True) -> SweepResult:
-    """Train and score every cell (finished cells reused), write sweep.md and sweep.json, return them."""
+def run_sweep(config: SweepConfig, *, quick: bool = False, progress: bool = True, workers: int = 1) -> SweepResult:
+    """Train and score every cell (finished cells reused), write sweep.md and sweep.json, return them.
+    workers > 1: the unfinished cells train side by side in that many processes first."""
     from hatelens.evaluation.evaluate import evaluate
     from hatelens.training.train import train
 
@@ -97,6 +98,11 @@ def run_sweep(config: SweepConfig, *, quick: bool = False, progress: bool = True
     sweep_dir = sweep_folder(config, quick)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     runs.write_yaml(sweep_dir / "sweep.yaml", {**to_dict(config), "quick": quick})
+    todo = [cell for cell in cells if not (cells_folder(config) / cell.identity / CELL_FILE).is_file()]
+    if workers > 1 and len(todo) > 1:
+        from hatelens.sweep.parallel import train_cells
+
+        train_cells(config, todo, [cells_folder(config) / cell.identity for cell in todo], workers)
     rows = []
     for number, cell in enumerate(cells, start=1):
         folder = cells_folder(config) / cell.identity

