@@ -72,12 +72,12 @@ def test_a_request_larger_than_the_batch_bounds_is_served_in_pieces_in_order(cla
     assert [result["score"] for result in body["results"]] == pytest.approx(expected, abs=1e-5)
     assert [result["id"] for result in body["results"]] == [f"{body['request_id']}-{i}" for i in range(3)]
     assert metrics[("hatelens_batch_texts_count", ())] == 2  # 2 + 1 texts
-    limits = ServeLimits(max_batch_chars=40, max_wait_ms=1)
+    limits = ServeLimits(max_batch_tokens=40, max_wait_ms=1)
     with serving(serve_app(classifier, db_path, limits=limits)) as url:
-        by_chars = httpx.post(f"{url}/v1/classify", json={"texts": ["x" * 30, "y" * 30]})
+        by_tokens = httpx.post(f"{url}/v1/classify", json={"texts": ["x" * 30, "y" * 30]})
         metrics = _metrics(url)
-    assert by_chars.status_code == 200 and len(by_chars.json()["results"]) == 2
-    assert metrics[("hatelens_batch_texts_count", ())] == 2  # 60 characters over a 40-character budget
+    assert by_tokens.status_code == 200 and len(by_tokens.json()["results"]) == 2
+    assert metrics[("hatelens_batch_texts_count", ())] == 2  # 60 tokens over a 40-token budget (a token a character)
 
 
 def test_api_key_is_required_when_set(classifier, db_path, monkeypatch):

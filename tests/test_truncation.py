@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hatelens.backends import prompts
 from hatelens.backends.hf import HFClassifier
+from hatelens.backends.truncation import cut_posts
 from hatelens.config import EvalConfig, ModelConfig
 from hatelens.data import Example
 from hatelens.errors import ConfigError
@@ -102,3 +103,11 @@ def test_evaluate_counts_cut_posts_overall_and_per_group(tmp_path, tiny_llama_di
     short = evaluate(config, progress=False)
     assert short.metrics["truncated"] == {"overall": 0, "per_group": {"lgbtq": 0, "mexican": 0}}
     assert "Truncated" not in short.summary
+
+
+def test_the_servers_cap_keeps_a_posts_start_and_counts_its_tokens(tiny_llama_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    posts, tokens, cut = cut_posts([LONG_TEXT, SHORT_TEXT], tokenizer, CAP)
+    assert cut == [True, False] and posts[1] == SHORT_TEXT and LONG_TEXT.startswith(posts[0])
+    assert tokens == [CAP, len(tokenizer(SHORT_TEXT, add_special_tokens=False).input_ids)]
+    assert len(tokenizer(posts[0], add_special_tokens=False).input_ids) == CAP  # cut at a token boundary

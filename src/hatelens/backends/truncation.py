@@ -1,4 +1,5 @@
-"""Prompts that fit `max_length_tokens`: an over-long post is cut, never the instructions.
+"""Prompts that fit `max_length_tokens`: an over-long post is cut, never the instructions (and the server's
+cap on a post's own tokens, `cut_posts`).
 
 A prompt is the template's instructions (chat header, system prompt, policy, few-shot examples) around
 one post. When the rendered prompt is longer than `max_length_tokens`, the post keeps its start (as many
@@ -51,3 +52,16 @@ def _cut_to_fit(template, text: str, tokenizer, budget: int, prefill_answer: boo
 def _render_ids(template, text: str, tokenizer, prefill_answer: bool) -> list[int]:
     prompt = prompts.render_prompt(template, text, tokenizer, prefill_answer=prefill_answer)
     return tokenizer(prompt, add_special_tokens=False).input_ids
+
+
+def cut_posts(texts: Sequence[str], tokenizer, max_tokens: int) -> tuple[list[str], list[int], list[bool]]:
+    """(post, its tokens, cut?) per text, the post alone in the tokenizer's tokens: one over `max_tokens`
+    keeps its start, its first `max_tokens` tokens' characters (the server's cap, serving/posts.py)."""
+    encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    posts, counts, cut = [], [], []
+    for text, offsets in zip(texts, encoded["offset_mapping"]):
+        over = len(offsets) > max_tokens
+        posts.append(text[:offsets[max_tokens - 1][1]] if over else text)
+        counts.append(max(1, min(len(offsets), max_tokens)))
+        cut.append(over)
+    return posts, counts, cut

@@ -2,6 +2,7 @@
 read back: per-group rates, feedback FPR/FNR, drift, alerts; exit code 1 when an alert fires)."""
 
 import argparse
+import dataclasses
 import sys
 
 from hatelens.cli.options import add_model_options, add_overrides, model_values
@@ -58,8 +59,13 @@ def run_serve(args: argparse.Namespace) -> int:
     config = load_config(ServeConfig, args.config, args.overrides, base=values)
     if config.model.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {config.model.backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
+    # A served batch mixes short and long posts: its forward passes are bounded by padded tokens (the batch
+    # budget unless the model config sets its own), so no short post is padded to a long one's width.
+    model = config.model
+    if model.max_batch_tokens is None:
+        model = dataclasses.replace(model, max_batch_tokens=config.limits.max_batch_tokens)
     app = create_app(
-        loader=lambda: create_backend(config.model.backend, config.model),
+        loader=lambda: create_backend(model.backend, model),
         thresholds=load_thresholds(config.thresholds, config.threshold), db_path=config.db,
         api_key_env=config.api_key_env, limits=config.limits, log_text=config.log_text,
         metric_groups=[group.strip() for group in config.metric_groups.split(",") if group.strip()],

@@ -36,7 +36,7 @@ class ModelConfig:
     template: str | None = None  # a name in configs/prompts/ or a YAML path; None: the adapter's own, else baseline
     force_template: bool = False  # score an adapter through another template than the one it was trained with
     batch_size: int = 16  # rows per batch (with max_batch_tokens: the most rows a batch may hold)
-    max_batch_tokens: int | None = None  # padded tokens computed per batch (GPU: sized for the card); None: rows only
+    max_batch_tokens: int | None = None  # padded tokens per batch (GPU: fit to the card); None: rows (serve: limits')
     # gpt-oss on CUDA: torch.compile the experts' gate. Off by default: compiling costs 4-7 s a process on an
     # H200 and saved -0.06 to 0.36 s per 1,009 texts in two runs: only a long-lived server may earn it back.
     compile_expert_gate: bool = False
@@ -220,13 +220,16 @@ def to_dict(config) -> dict:
 
 @dataclass
 class ServeLimits:
-    """Bounds on one request and on the micro-batches of `hatelens serve`."""
+    """Bounds on one request and on the micro-batches of `hatelens serve`, sized for the largest request to answer
+    within 10 s on 2 CPU cores (smollm2-135m) while 4 other clients keep their latency (docs/serving.md: how)."""
 
     max_body_bytes: int = 1_000_000  # a larger request body gets 413
-    max_texts: int = 64  # texts in one request; more get 422
-    max_text_chars: int = 10_000  # a longer text gets 422
+    max_texts: int = 6  # texts in one request; more get 422
+    max_text_chars: int = 10_000  # a longer text gets 422 (checked before any tokenizing)
+    max_text_tokens: int = 96  # a post longer in the model's tokens is cut to its start ("truncated"); test posts fit
     max_batch_texts: int = 32  # concurrent requests are merged into one forward pass up to this many texts
-    max_batch_chars: int = 20_000  # ... and this many characters; a longer request is served in turns
+    # ... and this many post tokens (each forward pass: padded tokens); while others wait a request takes its share
+    max_batch_tokens: int = 256
     max_wait_ms: float = 10.0  # how long a batch waits for company once its first request arrived
     batch_timeout_s: float = 60.0  # a forward pass running longer answers its requests 503
 

@@ -36,7 +36,7 @@ BOUNDS = {
                     "timeout_s": POSITIVE, "max_retries": AT_LEAST_0},
     "EvalConfig": {"max_samples": AT_LEAST_1, "target_f1": PROBABILITY},
     "ServeLimits": {"max_body_bytes": AT_LEAST_1, "max_texts": AT_LEAST_1, "max_text_chars": AT_LEAST_1,
-                    "max_batch_texts": AT_LEAST_1, "max_batch_chars": AT_LEAST_1, "max_wait_ms": AT_LEAST_0,
+                    "max_text_tokens": AT_LEAST_1, "max_batch_texts": AT_LEAST_1, "max_wait_ms": AT_LEAST_0,
                     "batch_timeout_s": POSITIVE},
     "ServeConfig": {"port": Bound(1, 65535)},
     "MonitorConfig": {"max_group_flagged_rate": PROBABILITY, "max_psi": AT_LEAST_0, "min_rows": AT_LEAST_1,

@@ -1,11 +1,12 @@
 """The classifier behind HTTP: `create_app(...)` -> a FastAPI app (run it with uvicorn).
 
 POST /v1/classify  {"texts": [...], "groups": [...]?} -> per text: id, label, score, threshold, group,
-                   model_version. Concurrent requests share forward passes (see batching.py).
+                   model_version, truncated. Each post is cut to `max_text_tokens` up front (posts.py);
+                   concurrent requests share forward passes within a token budget, taking turns (batching.py).
 POST /v1/feedback  {"id": "<a prediction id>", "label": "hate" | "normal", "reviewer": "..."?}
 GET  /healthz      200 once the model is loaded; 503 while it loads or after it failed to load
-GET  /metrics      Prometheus text: requests, latency, texts per batch, predictions by label and
-                   group, errors
+GET  /metrics      Prometheus text: requests, latency, texts and tokens per batch, predictions by label
+                   and group, texts cut, errors
 
 When the variable named by `api_key_env` is set, /v1/* needs "Authorization: Bearer <key>" (401
 otherwise; the server warns at start when it is not set). A key in the URL (?api_key=...) is refused
@@ -41,6 +42,7 @@ from hatelens.data.labels import GROUPS
 from hatelens.errors import DataError
 from hatelens.evaluation.thresholds import Thresholds
 from hatelens.serving.batching import BatchTimeout, Job, MicroBatcher
+from hatelens.serving.posts import PostMeter
 from hatelens.serving.prediction_log import Prediction, PredictionLog, text_sha256
 from hatelens.serving.schemas import (
     ERROR_RESPONSES,
@@ -65,6 +67,7 @@ OTHER = "other"
 INVALID = "invalid"  # the label of an answer the parser could not read (generate mode)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Query parameters that look like a credential (compared lower-case, "-" as "_"): refused, never logged.
 SECRET_PARAMETERS = frozenset({"api_key", "apikey", "key", "token", "access_token", "authorization"})
 MAX_ERROR_CHARS = 500
@@ -78,7 +81,9 @@ class ServerMetrics:
     requests: Counter
     latency: Histogram
     batch_texts: Histogram
+    batch_tokens: Histogram
     predictions: Counter
+    truncated: Counter
     errors: Counter
     model_info: Gauge
 
@@ -92,8 +97,12 @@ class ServerMetrics:
                               ["endpoint"], buckets=LATENCY_BUCKETS_S, registry=registry),
             batch_texts=Histogram("hatelens_batch_texts", "Texts per forward pass", buckets=BATCH_BUCKETS,
                                   registry=registry),
+            batch_tokens=Histogram("hatelens_batch_tokens", "Post tokens per forward pass",
+                                   buckets=BATCH_TOKEN_BUCKETS, registry=registry),
             predictions=Counter("hatelens_predictions", "Predictions by label and group", ["label", "group"],
                                 registry=registry),
+            truncated=Counter("hatelens_truncated_texts", "Posts cut to max_text_tokens before scoring",
+                              registry=registry),
             errors=Counter("hatelens_errors", "Requests answered with an error, by kind", ["kind"],
                            registry=registry),
             model_info=Gauge("hatelens_model_info", "1 for the model version being served", ["model_version"],
@@ -113,17 +122,19 @@ class AppState:
     named_groups: frozenset[str]  # groups with their own /metrics series; the others count as "other"
     loader: Callable[[], Classifier] | None = None  # builds the classifier after the server starts
     classifier: Classifier | None = None
+    posts: PostMeter | None = None  # set with the classifier: cuts and counts posts in its tokens
     load_error: str | None = None  # "<Type>: <message>" when the loader failed
     metrics: ServerMetrics = field(default_factory=ServerMetrics.create)
     batcher: MicroBatcher = field(init=False)
 
     def __post_init__(self):
         self.batcher = MicroBatcher(self.run_batch, max_batch_texts=self.limits.max_batch_texts,
-                                    max_batch_chars=self.limits.max_batch_chars,
+                                    max_batch_tokens=self.limits.max_batch_tokens,
                                     max_wait_s=self.limits.max_wait_ms / 1000,
                                     batch_timeout_s=self.limits.batch_timeout_s)
 
     def ready(self, model: Classifier) -> None:
+        self.posts = PostMeter.for_model(model, self.limits.max_text_tokens)
         self.classifier = model
         self.metrics.model_info.labels(model.model_version).set(1)
         logger.info("serving %s", model.model_version)
@@ -141,12 +152,16 @@ class AppState:
         texts = [text for job in jobs for text in job.texts]
         groups = [group for job in jobs for group in job.groups]
         self.metrics.batch_texts.observe(len(texts))
-        outputs = iter(model.classify(texts, groups))
+        self.metrics.batch_tokens.observe(sum(sum(job.tokens) for job in jobs))
+        outputs = model.classify(texts, groups)
         now = datetime.now(timezone.utc)
-        predictions = [[self.predict(model, job, index, next(outputs), now) for index in range(len(job.texts))]
-                       for job in jobs]
-        self.log.append([prediction for per_job in predictions for prediction in per_job])
-        return [[result_of(prediction) for prediction in per_job] for per_job in predictions]
+        per_job, start = [], 0
+        for job in jobs:
+            job_outputs, start = outputs[start:start + len(job.texts)], start + len(job.texts)
+            per_job.append([(self.predict(model, job, index, output, now), output)
+                            for index, output in enumerate(job_outputs)])
+        self.log.append([prediction for pairs in per_job for prediction, _ in pairs])
+        return [[result_of(prediction, output.truncated) for prediction, output in pairs] for pairs in per_job]
 
     def predict(self, model: Classifier, job: Job, index: int, output: Output, now: datetime) -> Prediction:
         """The prediction for the job's index-th text (the score thresholded for its group), counted in /metrics."""
@@ -161,10 +176,10 @@ class AppState:
                           model_version=model.model_version)
 
 
-def result_of(prediction: Prediction) -> ClassifyResult:
+def result_of(prediction: Prediction, truncated: bool) -> ClassifyResult:
     return ClassifyResult(id=prediction.id, label=prediction.label, score=prediction.score,
                           threshold=prediction.threshold, group=prediction.group,
-                          model_version=prediction.model_version)
+                          model_version=prediction.model_version, truncated=truncated)
 
 
 def create_app(classifier: Classifier | None = None, *, loader: Callable[[], Classifier] | None = None,
@@ -269,14 +284,18 @@ async def classify(request: Request):
     if state.classifier is None:
         raise ApiError(503, "the model is still loading; retry when /healthz says ready", "not_ready")
     request_id = uuid.uuid4().hex
+    posts = await asyncio.to_thread(state.posts.measure, body.texts)  # a tokenizer call: off the event loop
+    state.metrics.truncated.inc(sum(posts.cut))
     try:
-        results = await state.batcher.submit(body.texts, body.groups, request_id)
+        results = await state.batcher.submit(posts.texts, body.groups, posts.tokens, request_id)
     except BatchTimeout:
         raise ApiError(503, f"the model took longer than {state.limits.batch_timeout_s} s; retry later "
                             "or send fewer or shorter texts", "timeout") from None
     except Exception:  # noqa: BLE001 - the model failed on this request (logged with its traceback): keep serving
         raise ApiError(500, f"the model failed on this request (request id {request_id}); "
                             "the server log has the details", "model") from None
+    for result, cut in zip(results, posts.cut):
+        result.truncated = result.truncated or cut
     response = ClassifyResponse(request_id=request_id, results=results)
     return JSONResponse(response.model_dump(), headers={"X-Request-ID": request_id})
 

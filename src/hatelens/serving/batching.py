@@ -1,14 +1,23 @@
-"""Micro-batching: concurrent requests merged into one classify call, long requests taking turns.
+"""Micro-batching: concurrent requests share forward passes within a token budget, taking turns.
 
-A request is cut into pieces of at most `max_batch_texts` texts and `max_batch_chars` characters; each
-piece queues on its own, the next one only after the last was answered, so a long request takes turns
-with the short requests that arrive meanwhile instead of holding the model for its whole length.
-The first piece to arrive opens a batch; pieces that arrive within `max_wait_s` join it while the
-batch stays within both bounds. The blocking work (a forward pass, the log write) runs in one worker
-thread, one batch at a time, while the event loop keeps accepting requests.
+Each request comes with its texts' token counts (posts.py). A batch holds at most `max_batch_texts` texts
+and `max_batch_tokens` tokens. It opens with the next text of the request waiting longest (so none
+starves), then is filled request by request in turn order, each taking its next texts up to its share of
+the budget (the budget over the number of waiting requests; at least one text): the fewest tokens served
+so far first, then the smallest request (a new request before one on its second turn, a short one before
+a long one). So a long request is served over several batches, one text a batch while others wait; a
+short one that arrives meanwhile waits for the batch in progress, never for the long one's remaining
+turns; two long requests alternate. A text over the whole budget runs alone. Keep max_batch_tokens well
+above the longest text (max_text_tokens), so one leaves room for short requests beside it.
 
-A batch that fails runs again one piece at a time, so only the piece that breaks the model gets the
-error; a batch that takes longer than `batch_timeout_s` answers its requests with BatchTimeout.
+A batch opens when a request is waiting and the worker is free, then waits up to `max_wait_s` for
+company unless new requests already fill it (a request past its first turn does not count, nor a long
+one past its share: clients that send again as soon as they are answered still get in first). The
+blocking work (a forward pass, the log write) runs in one worker thread, one batch at a time, while the
+event loop keeps accepting requests.
+
+A batch that fails runs again one request at a time, so only the request that breaks the model gets
+the error; a batch that takes longer than `batch_timeout_s` answers its requests with BatchTimeout.
 """
 
 import asyncio
@@ -24,39 +33,50 @@ class BatchTimeout(Exception):
     """A batch ran past its time limit (the forward pass goes on in the worker thread; its answer is dropped)."""
 
 
-@dataclass
-class Job:
-    """One piece of a request waiting for a batch; `future` receives that piece's results."""
+@dataclass(eq=False)
+class Request:
+    """A request waiting for its results; batches take its texts in order, as many at a time as fit."""
 
     texts: list[str]
     groups: list[str]
+    tokens: list[int]  # per text: its share of a batch's token budget
     request_id: str
-    future: asyncio.Future = field(repr=False)
-    offset: int = 0  # the position of texts[0] in its request
+    future: asyncio.Future = field(repr=False)  # receives every text's result, in order
+    arrival: int = 0  # the request waiting longest gets a text in every batch; ties in turn order go first
+    taken: int = 0  # texts handed to batches so far
+    served_tokens: int = 0  # their tokens: the fewer, the sooner this request's next turn
+    results: list = field(default_factory=list, repr=False)
+
+    def turn_order(self) -> tuple[int, int, int]:
+        return self.served_tokens, sum(self.tokens), self.arrival
 
 
-def piece_bounds(texts: Sequence[str], max_texts: int, max_chars: int) -> list[tuple[int, int]]:
-    """(start, end) of consecutive pieces, each within both bounds (a text longer than max_chars alone)."""
-    bounds, start, chars = [], 0, 0
-    for index, text in enumerate(texts):
-        if index > start and (index - start >= max_texts or chars + len(text) > max_chars):
-            bounds.append((start, index))
-            start, chars = index, 0
-        chars += len(text)
-    bounds.append((start, len(texts)))
-    return bounds
+@dataclass
+class Job:
+    """The texts one request has in one batch: its texts[offset : offset + len(texts)]."""
+
+    request: Request = field(repr=False)
+    offset: int
+    texts: list[str]
+    groups: list[str]
+    tokens: list[int]
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
 
 
 class MicroBatcher:
-    """Collects Jobs; `run_batch(jobs) -> [results per job]` runs each batch in the worker thread."""
+    """Collects requests; `run_batch(jobs) -> [results per job]` runs each batch in the worker thread."""
 
-    def __init__(self, run_batch: Callable[[Sequence[Job]], list], *, max_batch_texts: int, max_batch_chars: int,
+    def __init__(self, run_batch: Callable[[Sequence[Job]], list], *, max_batch_texts: int, max_batch_tokens: int,
                  max_wait_s: float, batch_timeout_s: float):
         self.run_batch = run_batch
-        self.max_batch_texts, self.max_batch_chars = max_batch_texts, max_batch_chars
+        self.max_batch_texts, self.max_batch_tokens = max_batch_texts, max_batch_tokens
         self.max_wait_s, self.batch_timeout_s = max_wait_s, batch_timeout_s
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._held: Job | None = None  # a job that did not fit the last batch: it opens the next one
+        self._pending: list[Request] = []  # requests with texts not yet handed to a batch
+        self._arrived = asyncio.Event()
+        self._arrivals = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hatelens-batch")
         self._task: asyncio.Task | None = None
 
@@ -69,46 +89,75 @@ class MicroBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], groups: list[str], request_id: str) -> list:
-        """This request's results in order, piece by piece (raises what its batch raised)."""
-        loop = asyncio.get_running_loop()
-        results = []
-        for start, end in piece_bounds(texts, self.max_batch_texts, self.max_batch_chars):
-            future = loop.create_future()
-            await self._queue.put(Job(texts[start:end], groups[start:end], request_id, future, offset=start))
-            results += await future
-        return results
-
-    async def _next_batch(self) -> list[Job]:
-        loop = asyncio.get_running_loop()
-        first = self._held or await self._queue.get()
-        self._held = None
-        jobs, size, chars = [first], len(first.texts), _chars(first)
-        deadline = loop.time() + self.max_wait_s
-        while size < self.max_batch_texts and chars < self.max_batch_chars:
-            remaining = deadline - loop.time()
-            if remaining <= 0 and self._queue.empty():
-                break
-            try:
-                job = self._queue.get_nowait() if not self._queue.empty() else \
-                    await asyncio.wait_for(self._queue.get(), remaining)
-            except TimeoutError:
-                break
-            if size + len(job.texts) > self.max_batch_texts or chars + _chars(job) > self.max_batch_chars:
-                self._held = job
-                break
-            jobs.append(job)
-            size, chars = size + len(job.texts), chars + _chars(job)
-        return jobs
+    async def submit(self, texts: list[str], groups: list[str], tokens: list[int], request_id: str) -> list:
+        """This request's results in order (raises what its batch raised)."""
+        self._arrivals += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(Request(texts, groups, tokens, request_id, future, arrival=self._arrivals))
+        self._arrived.set()
+        return await future  # a client that leaves cancels it: its remaining texts are dropped
 
     async def _serve_forever(self) -> None:
         while True:
-            live = [job for job in await self._next_batch() if not job.future.done()]  # a client that left
-            if live:  # cancelled its future
-                await self._answer(live)
+            jobs = await self._next_batch()
+            if jobs:  # empty when every waiting client left
+                await self._answer(jobs)
+
+    async def _next_batch(self) -> list[Job]:
+        loop = asyncio.get_running_loop()
+        while not self._waiting():
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = loop.time() + self.max_wait_s
+        while not self._filled_by_newcomers() and (remaining := deadline - loop.time()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return self.take_batch()
+
+    def _waiting(self) -> list[Request]:
+        self._pending = [request for request in self._pending if not request.future.done()]
+        return self._pending
+
+    def _filled_by_newcomers(self) -> bool:
+        """Whether the new requests alone fill a batch: as many as it holds texts, or their shares its budget."""
+        waiting = self._waiting()
+        new = [request for request in waiting if request.taken == 0]
+        share = self.max_batch_tokens // max(1, len(waiting))
+        return (len(new) >= self.max_batch_texts
+                or sum(min(sum(request.tokens), share) for request in new) >= self.max_batch_tokens)
+
+    def take_batch(self) -> list[Job]:
+        """The next batch from the waiting requests (see the module's docstring), within both bounds."""
+        waiting = self._waiting()
+        if not waiting:
+            return []
+        share = self.max_batch_tokens // len(waiting)
+        oldest = min(waiting, key=lambda request: request.arrival)
+        ends = {oldest: oldest.taken + 1}  # request -> the end of its texts in this batch
+        count, tokens = 1, oldest.tokens[oldest.taken]
+        for request in sorted(waiting, key=Request.turn_order):
+            end = ends.get(request, request.taken)
+            own = sum(request.tokens[request.taken:end])
+            while (end < len(request.texts) and count < self.max_batch_texts
+                   and tokens + request.tokens[end] <= self.max_batch_tokens
+                   and (end == request.taken or own + request.tokens[end] <= share)):
+                count, tokens, own, end = count + 1, tokens + request.tokens[end], own + request.tokens[end], end + 1
+            ends[request] = end
+        jobs = []
+        for request, end in ends.items():
+            if end > request.taken:
+                start = request.taken
+                jobs.append(Job(request, start, request.texts[start:end], request.groups[start:end],
+                                request.tokens[start:end]))
+                request.taken, request.served_tokens = end, request.served_tokens + sum(request.tokens[start:end])
+        self._pending = [request for request in self._pending if request.taken < len(request.texts)]
+        return jobs
 
     async def _answer(self, jobs: list[Job]) -> None:
-        """Run one batch and hand each job its results; when it fails, run each job alone."""
+        """Run one batch and hand each request its results; when it fails, run each job alone."""
         loop = asyncio.get_running_loop()
         try:
             results = await asyncio.wait_for(loop.run_in_executor(self._executor, self.run_batch, jobs),
@@ -128,15 +177,14 @@ class MicroBatcher:
                 await self._answer([job])
             return
         for job, result in zip(jobs, results):
-            if not job.future.done():
-                job.future.set_result(result)
-
-
-def _chars(job: Job) -> int:
-    return sum(len(text) for text in job.texts)
+            request = job.request
+            if not request.future.done():
+                request.results += result
+                if len(request.results) == len(request.texts):
+                    request.future.set_result(request.results)
 
 
 def _fail(jobs: Sequence[Job], error: Exception) -> None:
     for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(error)
+        if not job.request.future.done():
+            job.request.future.set_exception(error)

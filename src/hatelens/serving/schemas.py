@@ -44,6 +44,7 @@ class ClassifyResult(BaseModel):
     threshold: float | None  # the threshold the score was compared with (per group when calibrated so)
     group: str  # the normalised group ("unknown" when none was given)
     model_version: str
+    truncated: bool = False  # the post was cut, its start kept (limits.max_text_tokens, the model's max_length_tokens)
 
 
 class ClassifyResponse(BaseModel):
