@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
-from fixtures import tiny_gpt_oss, tiny_llama  # noqa: E402
+from fixtures import tiny_bert, tiny_gpt_oss, tiny_llama  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hatelens.backends import prompts  # noqa: E402
@@ -16,6 +16,11 @@ from hatelens.backends.hf import HFClassifier  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     return tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    return tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")

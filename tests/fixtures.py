@@ -1,6 +1,6 @@
 """Helpers the tests share, in one place: tiny random models, small datasets, a lexicon classifier and
 real run folders, a real HTTP server, and an assertion. The pytest fixtures built from them
-(tiny_llama_dir, tiny_gpt_oss_dir, cache_dir) are in conftest.py.
+(tiny_llama_dir, tiny_gpt_oss_dir, tiny_bert_dir, cache_dir) are in conftest.py.
 
 - Tiny models: built from configs, saved as real model folders (safetensors + tokenizer). Their answers
   are meaningless; they exercise every code path a real model takes, in milliseconds.
@@ -26,6 +26,9 @@ import uvicorn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
     GptOssConfig,
     GptOssForCausalLM,
     LlamaConfig,
@@ -69,6 +72,19 @@ def tiny_gpt_oss(folder: Path, *, seed: int = 0) -> Path:
                                            "original_max_position_embeddings": 4096},
                           eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     return _save(GptOssForCausalLM(config), tokenizer, folder)
+
+
+def tiny_bert(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer BERT encoder (the MiniLM reference's architecture) with a WordPiece vocabulary of letters,
+    digits and the words the tests' posts use; any other word is spelt out in letters."""
+    characters = [*"abcdefghijklmnopqrstuvwxyz0123456789"]
+    words = ["vermin", "out", "lovely", "tacos", "today", "awful", "post", "people", "are", "the", "and"]
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters, *(f"##{c}" for c in characters), *words]
+    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(vocabulary)}, do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocabulary), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=128, pad_token_id=0)
+    return _save(BertModel(config), tokenizer, folder)  # with a pooler, as MiniLM ships one
 
 
 def _save(model, tokenizer, folder: Path) -> Path:

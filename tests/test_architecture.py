@@ -22,7 +22,8 @@ EXCEPTIONS = {
     ("hatelens.report.content", "hatelens.evaluation.criteria"):
         "the report states the criteria verdict and loss curves that evaluation/criteria computes",
 }
-INFERENCE_BACKENDS = ("hatelens.backends.hf", "hatelens.backends.openai_compat", "hatelens.backends.reference")
+INFERENCE_BACKENDS = ("hatelens.backends.hf", "hatelens.backends.openai_compat", "hatelens.backends.reference",
+                      "hatelens.backends.reference_finetune")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # not counting the docstring
 

@@ -33,11 +33,19 @@ def run_config(tiny_llama_dir, tmp_path) -> RunConfig:
     ])
 
 
-def test_run_walks_every_step_and_writes_a_report(run_config):
-    result = run_pipeline(run_config, progress=False)
-    for step in STEPS:
+def test_run_walks_every_step_and_writes_a_report(run_config, tiny_bert_dir, monkeypatch):
+    from dataclasses import replace
+
+    from hatelens.backends import reference
+
+    monkeypatch.setattr(reference, "encoder_folder", lambda: tiny_bert_dir)  # a tiny BERT for the MiniLM encoder
+    result = run_pipeline(replace(run_config, reference_finetuned=True), progress=False)
+    for step in (*STEPS, "08_reference_finetuned_test"):
         assert (result.run_dir / step).is_dir(), step
+    assert not (result.run_dir / "08_reference_test").exists()  # reference=false: that kind is not run
     assert result.report_html.is_file()
+    assert "| reference (MiniLM-L6 fully fine-tuned) | test.jsonl |" in (result.run_dir / "10_comparison" / "report.md"
+                                                                        ).read_text()
     verdict = json.loads((result.run_dir / "verdict.json").read_text())
     comparison = json.loads((result.run_dir / "10_comparison" / "comparison.json").read_text())
     assert verdict["passed"] == comparison["passed"] == all(c["status"] != "FAIL" for c in comparison["criteria"])

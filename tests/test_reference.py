@@ -115,8 +115,10 @@ def test_reference_command_trains_from_the_named_file(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--reference-train", "TRAIN"], "--reference-train names the reference's training file: add --with-reference "
+    (["--reference-train", "TRAIN"], "--reference-train is about the reference classifier: add --with-reference "
                                      "(or --backend reference)"),
+    (["--reference-kind", "finetuned"], "--reference-kind is about the reference classifier: add --with-reference "
+                                        "(or --backend reference)"),
     (["--with-reference", "--reference-train", "MISSING"], "reference training data MISSING not found; pass "
                                                            "--reference-train FILE"),
     (["--with-reference", "--backend", "reference", "--reference-train", "TRAIN"],

@@ -42,7 +42,7 @@ def report(tiny_llama_dir, tmp_path_factory):
     calibrated = make_run(test, folder / "runs", LexiconClassifier(steepness=0.4), thresholds=str(calibration.path))
     result = compare(baseline, finetuned, training_summary=TRAINING, output_dir=folder / "cmp", n_bootstrap=50)
     md_path, html_path = write_report(folder / "cmp", result.comparison, baseline, finetuned, TRAINING,
-                                      reference_run=reference,
+                                      reference_runs=[reference],
                                       extra_runs={"fine-tuned, calibrated": calibrated, "functional suite": suite},
                                       calibrations=[calibration.details], notes=["Pipeline wall time: 1.0 min."])
     return {"md": md_path, "html": html_path, "comparison": result.comparison, "folder": folder, "test": test,

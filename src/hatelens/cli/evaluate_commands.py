@@ -2,6 +2,7 @@
 
     hatelens evaluate --model smollm2-135m --adapter runs/<train run>/adapter --data data/validation.jsonl
     hatelens evaluate ... --with-reference --reference-train data/train.jsonl   # + the MiniLM reference run
+    hatelens evaluate --backend reference --reference-kind finetuned --data data/validation.jsonl  # MiniLM fine-tuned
     hatelens evaluate --base_model smollm2-135m --lora_adapter ADAPTER --data_file D --output_file results.json
 """
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from hatelens.cli.options import add_model_options, add_overrides, model_values
 from hatelens.config import EvalConfig, load_config
+from hatelens.config.bounds import REFERENCE_KINDS
 from hatelens.errors import ConfigError
 
 EVAL_KEYS = ("data", "output_dir", "name", "format", "text_column", "label_column", "group_column",
@@ -41,12 +43,16 @@ def register(subparsers) -> None:
         parser.add_argument("--target-f1", "--target_f1", dest="target_f1", type=float,
                             help="the 'target to beat' line (0.615)")
         add_model_options(parser)
-        reference = parser.add_argument_group("reference classifier (MiniLM-L6 + logistic regression)")
+        reference = parser.add_argument_group("reference classifier (MiniLM-L6, frozen or fully fine-tuned)")
         reference.add_argument("--with-reference", "--with_reference", dest="with_reference", action="store_true",
                                help="also score the same rows with the reference, into a run folder of its own")
         reference.add_argument("--reference-train", "--reference_train", dest="reference_train", metavar="FILE",
                                help="the reference's training file (model.reference_train, data/train.jsonl); "
                                     "never the data being scored")
+        reference.add_argument("--reference-kind", "--reference_kind", dest="reference_kind",
+                               choices=tuple(REFERENCE_KINDS),
+                               help="model.reference_kind: " + "; ".join(f"{kind}: {name}" for kind, name in
+                                                                         REFERENCE_KINDS.items()) + " (logistic)")
         add_overrides(parser)
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.set_defaults(handler=run_evaluate, command_name=name)
@@ -55,8 +61,9 @@ def register(subparsers) -> None:
 def build_config(args: argparse.Namespace) -> EvalConfig:
     values = {key: getattr(args, key) for key in EVAL_KEYS if getattr(args, key, None) is not None}
     values["model"] = model_values(args)
-    if args.reference_train is not None:
-        values["model"]["reference_train"] = args.reference_train
+    for key in ("reference_train", "reference_kind"):
+        if getattr(args, key) is not None:
+            values["model"][key] = getattr(args, key)
     return load_config(EvalConfig, args.config, args.overrides, base=values)
 
 
@@ -71,9 +78,10 @@ def check_request(args: argparse.Namespace, config: EvalConfig) -> None:
     is_reference = config.model.backend == "reference"
     if args.with_reference and is_reference:
         raise ConfigError("--with-reference beside --backend reference: this run already is the reference")
-    if args.reference_train and not (args.with_reference or is_reference):
-        raise ConfigError("--reference-train names the reference's training file: add --with-reference "
-                          "(or --backend reference)")
+    for flag, given in (("--reference-train", args.reference_train), ("--reference-kind", args.reference_kind)):
+        if given and not (args.with_reference or is_reference):
+            raise ConfigError(f"{flag} is about the reference classifier: add --with-reference "
+                              "(or --backend reference)")
     if (args.with_reference or is_reference) and not Path(config.model.reference_train).is_file():
         raise ConfigError(f"reference training data {config.model.reference_train} not found; pass "
                           "--reference-train FILE (e.g. data/train.jsonl from `hatelens data split`)")
@@ -88,7 +96,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(config, progress=not args.quiet)
     reference = None
     if args.with_reference:  # every process of a multi-process run takes part, as in the run above
-        reference = evaluate(reference_config(config, config.model.reference_train), progress=not args.quiet)
+        reference = evaluate(reference_config(config, config.model.reference_train, config.model.reference_kind),
+                             progress=not args.quiet)
     if not result.main_process:  # one of several processes: the main one reports
         return 0
     print(result.summary)
@@ -98,7 +107,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.output_file:
         print(f"Wrote:  {write_results_file(result, config, args.output_file)}  (metrics + every prediction)")
     if reference is not None:
-        print(f"\nReference (MiniLM-L6 + logistic regression, trained on {config.model.reference_train}):")
+        kind = REFERENCE_KINDS[config.model.reference_kind]
+        print(f"\nReference ({kind}, trained on {config.model.reference_train}):")
         print(reference.summary)
         print(f"Wrote:  {reference.run_dir}/  (compare or report with --reference {reference.run_dir})")
     return 0

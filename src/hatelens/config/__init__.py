@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from hatelens import resources
-from hatelens.config.bounds import check_bound
+from hatelens.config.bounds import check_bound, check_choice
 from hatelens.data.labels import GROUPS
 from hatelens.errors import ConfigError
 
@@ -61,6 +61,7 @@ class ModelConfig:
     cache_dir: str | None = None  # response cache for API backends
     # reference backend
     reference_train: str = "data/train.jsonl"  # the 3,083 training rows: never the validation or test rows
+    reference_kind: str = "logistic"  # logistic (frozen MiniLM-L6 + logistic regression) | finetuned (all of it)
 
 
 @dataclass
@@ -108,6 +109,7 @@ def from_dict(cls, values: dict, *, where: str = "config"):
         else:
             kwargs[name] = _coerce(value, kind, f"{where}.{name}")
             check_bound(cls.__name__, name, kwargs[name], f"{where}.{name}")
+            check_choice(cls.__name__, name, kwargs[name], f"{where}.{name}")
     return cls(**kwargs)
 
 
@@ -306,6 +308,8 @@ class RunConfig:
     max_group_fnr: float = DEFAULT_MAX_GROUP_FNR  # the FNR cap when calibration is group_budget
     criteria: str = "configs/criteria/default.yaml"
     reference: bool = True  # also score the MiniLM + logistic-regression reference on the test split
+    # ... and MiniLM-L6 fully fine-tuned: off, its training alone took 3-19 min on 2 CPU cores (docs/quality.md)
+    reference_finetuned: bool = False
     functional_suite: str | None = "suites/functional/hatelens_functional.csv"
     validation_samples: int | None = None  # stratified samples; None: every row (--quick sets them)
     test_samples: int | None = None

@@ -1,4 +1,5 @@
-"""The allowed range of every numeric knob of the config dataclasses, checked as a config is loaded.
+"""The allowed range of every numeric knob of the config dataclasses, and the allowed values of the string
+knobs listed in CHOICES, checked as a config is loaded.
 
 Every float must be finite (NaN compares false with everything, so a NaN threshold would quietly
 decide nothing); the table below adds each knob's own range. A value out of range is a ConfigError
@@ -53,6 +54,18 @@ BOUNDS = {
                     "early_stopping_patience": AT_LEAST_1, "eval_steps": AT_LEAST_1, "save_total_limit": AT_LEAST_1,
                     "logging_steps": AT_LEAST_1, "max_length_tokens": AT_LEAST_1},
 }
+
+# ModelConfig.reference_kind -> what that reference is (the name reports and the CLI show)
+REFERENCE_KINDS = {"logistic": "MiniLM-L6 + logistic regression", "finetuned": "MiniLM-L6 fully fine-tuned"}
+# String knobs checked when a config is loaded (others are checked where they are used)
+CHOICES = {"ModelConfig": {"reference_kind": tuple(REFERENCE_KINDS)}}
+
+
+def check_choice(kind: str, name: str, value: object, where: str) -> None:
+    """ConfigError unless `value` is one of the allowed values of a CHOICES knob (other knobs pass)."""
+    allowed = CHOICES.get(kind, {}).get(name)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{where}: {value!r} is not one of: {', '.join(allowed)}")
 
 
 def check_bound(kind: str, name: str, value: object, where: str) -> None:

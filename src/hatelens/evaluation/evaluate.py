@@ -213,18 +213,20 @@ def rethreshold(source_run: Path, thresholds_path: str, run_dir: Path) -> EvalRe
                                       "rethresholded_from": str(source_run)}, config)
 
 
-def reference_config(config: EvalConfig, train_file: str) -> EvalConfig:
-    """The reference classifier (MiniLM + logistic regression, trained on `train_file`) on the same rows as
-    `config`: same data, sample, seed and output folder; threshold 0.5, since thresholds calibrated on another
-    model's scores mean nothing for its scores."""
-    model = ModelConfig(backend="reference", reference_train=train_file, device=config.model.device)
+def reference_config(config: EvalConfig, train_file: str, kind: str = "logistic") -> EvalConfig:
+    """The reference classifier of `kind` (MiniLM + logistic regression, or MiniLM fully fine-tuned; trained on
+    `train_file`) on the same rows as `config`: same data, sample, seed and output folder; threshold 0.5, since
+    thresholds calibrated on another model's scores mean nothing for its scores."""
+    model = ModelConfig(backend="reference", reference_train=train_file, reference_kind=kind,
+                        device=config.model.device)
     return dataclasses.replace(config, name=None, threshold=DEFAULT_THRESHOLD, thresholds=None, model=model)
 
 
 def default_name(config: EvalConfig) -> str:
+    if config.model.backend == "reference":
+        return "reference" if config.model.reference_kind == "logistic" else f"reference_{config.model.reference_kind}"
     model = Path(config.model.adapter or config.model.model).name or "model"
-    template = Path(config.model.template).stem
-    return f"{model}_{template}" if config.model.backend != "reference" else "reference"
+    return f"{model}_{Path(config.model.template).stem}"
 
 
 def _score_missing(classifier, examples, done, thresholds: Thresholds, path: Path, config: EvalConfig,

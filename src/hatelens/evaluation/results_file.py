@@ -13,7 +13,7 @@ from pathlib import Path
 from hatelens import runs
 from hatelens.config import EvalConfig
 from hatelens.errors import ConfigError
-from hatelens.evaluation.evaluate import PREDICTIONS, EvalResult, read_predictions
+from hatelens.evaluation.evaluate import PREDICTIONS, EvalResult, default_name, read_predictions
 
 
 def check_results_path(path: str | Path) -> Path:
@@ -31,7 +31,7 @@ def write_results_file(result: EvalResult, config: EvalConfig, path: str | Path)
     predictions = list(read_predictions(result.run_dir / PREDICTIONS).values())
     runs.write_json(path, {
         "run_dir": str(result.run_dir.resolve()),
-        "model": config.model.model if config.model.backend != "reference" else "reference",
+        "model": config.model.model if config.model.backend != "reference" else default_name(config),
         "adapter": config.model.adapter,
         "template": result.metrics["run"].get("template"),
         "data_file": str(config.data),
