@@ -222,16 +222,14 @@ def to_dict(config) -> dict:
 
 @dataclass
 class ServeLimits:
-    """Bounds on one request and on the micro-batches of `hatelens serve`, sized for the largest request to answer
-    within 10 s on 2 CPU cores (smollm2-135m) while 4 other clients keep their latency (docs/serving.md: how)."""
+    """`hatelens serve`'s bounds: the largest request answers in 10 s on 2 CPU cores beside 4 clients (serving.md)."""
 
     max_body_bytes: int = 1_000_000  # a larger request body gets 413
     max_texts: int = 6  # texts in one request; more get 422
     max_text_chars: int = 10_000  # a longer text gets 422 (checked before any tokenizing)
     max_text_tokens: int = 96  # a post longer in the model's tokens is cut to its start ("truncated"); test posts fit
     max_batch_texts: int = 32  # concurrent requests are merged into one forward pass up to this many texts
-    # ... and this many post tokens (each forward pass: padded tokens); while others wait a request takes its share
-    max_batch_tokens: int = 256
+    max_batch_tokens: int = 256  # ... and post tokens (padded, per pass); while others wait, a request takes its share
     max_wait_ms: float = 10.0  # how long a batch waits for company once its first request arrived
     batch_timeout_s: float = 60.0  # a forward pass running longer answers its requests 503
 
