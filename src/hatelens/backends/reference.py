@@ -22,6 +22,7 @@ import torch
 from hatelens import data
 from hatelens.backends.base import Output
 from hatelens.backends.models import pick_device
+from hatelens.backends.reference_finetune import mean_pool
 from hatelens.config.bounds import check_choice
 from hatelens.data.labels import to_int
 from hatelens.errors import ModelError
@@ -67,9 +68,7 @@ class SentenceEncoder:
             indices = order[start:start + self.batch_size]
             batch = self.tokenizer([texts[index] for index in indices], padding=True, truncation=True,
                                    max_length=MAX_LENGTH_TOKENS, return_tensors="pt").to(self.device)
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            pooled = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
             embeddings[indices] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return embeddings
 
