@@ -65,3 +65,44 @@ def test_the_gate_compiles_once_for_every_batch_shape(tiny_gpt_oss_dir):
 def test_the_expert_implementation_is_named(tiny_gpt_oss_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir)
     assert fast_paths.describe_experts(model).startswith("GptOssExperts")
+
+
+def _loss_grads_and_saved_bytes(model, input_ids):
+    """The loss, the gradient of every trainable weight, and the bytes autograd kept for the backward pass."""
+    saved = []
+
+    def keep(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss = model(input_ids, labels=input_ids).loss
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}, sum(saved)
+
+
+def test_the_recomputed_gate_keeps_less_for_the_same_gradients(tiny_gpt_oss_dir):
+    """Training's default on CUDA, run here on a CPU: same loss and gradients, fewer saved bytes."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir, dtype=torch.float32)
+    input_ids = torch.randint(0, model.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
+    eager_loss, eager_grads, eager_saved = _loss_grads_and_saved_bytes(model, input_ids)
+    with torch.no_grad():
+        eager_logits = model(input_ids).logits
+    try:
+        assert fast_paths.recompute_expert_gate(model)
+        assert fast_paths.recompute_expert_gate(model)  # already patched: still on, not patched twice
+        loss, grads, saved = _loss_grads_and_saved_bytes(model, input_ids)
+        with torch.no_grad():  # inference takes the eager gate: nothing to recompute
+            torch.testing.assert_close(model(input_ids).logits, eager_logits)
+    finally:
+        restore_expert_gate(model)
+    assert "_recomputed" not in type(model.model.layers[0].mlp.experts).__dict__
+    torch.testing.assert_close(loss, eager_loss)
+    assert grads.keys() == eager_grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], eager_grads[name], atol=1e-6, rtol=1e-5)
+    experts = model.model.layers[0].mlp.experts
+    routed = 3 * 40 * model.config.num_experts_per_tok * model.config.num_hidden_layers
+    # the gate's intermediates: at least three (tokens x 4, intermediate) float32 tensors a layer fewer
+    assert eager_saved - saved >= 3 * routed * experts.intermediate_size * 4

@@ -7,7 +7,10 @@ Measured on one H200 with gpt-oss-20b's shape:
   against 1,009 test texts warm in 1.66 vs 1.60 s eager, then 1.48 vs 1.84 s, in two runs
   (benchmarks/results/gpu_run.md), so only a long-lived server may earn it back;
 - attention with sinks through PyTorch's fused kernels (`sdpa_with_sinks`) for inference only: the
-  long policy_persona template 2.2 -> 1.8 s; in training it was slower than eager (77 vs 165 samples/s).
+  long policy_persona template 2.2 -> 1.8 s; in training it was slower than eager (77 vs 165 samples/s);
+- in training, the experts' gate recomputed in the backward pass (`recompute_expert_gate`, on by default):
+  autograd keeps the gate's input, one (tokens x 4, 5,760) tensor a layer, instead of five intermediates of
+  the gate's elementwise passes; the recomputation is a few elementwise kernels.
 Nothing changes on a CPU, or for other model types.
 """
 
@@ -23,15 +26,18 @@ logger = logging.getLogger(__name__)
 GATE_COMPILATIONS = {"count": 0}
 
 
-def use_gpu_speedups(model, *, inference: bool, compile_gate: bool = False) -> dict:
+def use_gpu_speedups(model, *, inference: bool, compile_gate: bool = False, recompute_gate: bool = True) -> dict:
     """Apply what helps this model on its device. Returns what was applied: {"applied": [names],
     "experts": which expert implementation runs, "compile_s": seconds the gate's compilation took
-    (paid here, once, on a small warm-up tensor: not by the first batch)}."""
+    (paid here, once, on a small warm-up tensor: not by the first batch)}. recompute_gate: training only,
+    when the gate is not compiled (a compiled backward already recomputes what it does not keep)."""
     if model.config.model_type != "gpt_oss" or next(model.parameters()).device.type != "cuda":
         return {"applied": []}
     experts = describe_experts(model)
     report = {"applied": [], "experts": experts}
     if not compile_gate:
+        if not inference and recompute_gate and recompute_expert_gate(model):
+            report["applied"].append("expert gate recomputed in backward")
         logger.info("gpt-oss experts run by %s with the eager gate (compile_expert_gate is off)", experts)
     elif compile_expert_gate(model):
         report["compile_s"] = round(warm_up_expert_gate(model, backward=not inference), 2)
@@ -94,6 +100,43 @@ def compile_expert_gate(model, *, backend: str = "inductor") -> bool:
     return True
 
 
+class RecomputedGate(torch.autograd.Function):
+    """`gate` whose backward pass recomputes it from its input: autograd keeps `gate_up` alone."""
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+        ctx.save_for_backward(gate_up)
+        ctx.alpha, ctx.limit = alpha, limit
+        return gate(gate_up, alpha, limit)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (gate_up,) = ctx.saved_tensors
+        with torch.enable_grad():
+            again = gate_up.detach().requires_grad_()
+            (grad_input,) = torch.autograd.grad(gate(again, ctx.alpha, ctx.limit), again, grad_output)
+        return grad_input, None, None
+
+
+def recompute_expert_gate(model) -> bool:
+    """Route the experts' gate through `RecomputedGate` whenever a gradient will flow through it (training);
+    inference runs the eager gate. The patch is on the experts class (undone by `restore_expert_gate`);
+    False when the model has no such gate (MXFP4 kernels) or the gate is already patched (compiled)."""
+    experts = _experts_class(model)
+    if experts is None or "_eager_gate" in experts.__dict__:
+        return experts is not None and "_recomputed" in experts.__dict__
+    eager = experts._eager_gate = experts._apply_gate
+    experts._recomputed = True
+
+    def apply_gate(self, gate_up):
+        if torch.is_grad_enabled() and gate_up.requires_grad:
+            return RecomputedGate.apply(gate_up, self.alpha, self.limit)
+        return eager(self, gate_up)
+
+    experts._apply_gate = apply_gate
+    return True
+
+
 def warm_up_expert_gate(model, *, backward: bool) -> float:
     """Compile the gate now, on a small tensor of the model's width, dtype and device (forward, and
     backward for training): the seconds it took. Later batches of any shape reuse the compilation."""
@@ -116,6 +159,7 @@ def restore_expert_gate(model) -> None:
     if experts is not None and "_eager_gate" in experts.__dict__:
         experts._apply_gate = experts.__dict__["_eager_gate"]
         del experts._eager_gate
+        experts.__dict__.get("_recomputed") and delattr(experts, "_recomputed")
 
 
 def _experts_class(model):

@@ -375,9 +375,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # trade compute for memory (large models)
     attn_implementation: str | None = None  # e.g. eager (gpt-oss: attention sinks)
     dequantize_mxfp4: bool = False  # gpt-oss: load MXFP4 weights dequantised to bf16 for training
-    # gpt-oss on CUDA: torch.compile the experts' gate for training. Off: its forward+backward compilation took
-    # 66 s on an H200 (benchmarks/results/gpu_run.md) against ~9 s saved per epoch of the training split.
-    compile_expert_gate: bool = False
+    # gpt-oss on CUDA: torch.compile the experts' gate (off: 66 s of compilation on an H200 against ~9 s saved
+    compile_expert_gate: bool = False  # per epoch, gpu_run.md), else recompute it in backward (less memory)
+    recompute_expert_gate: bool = True
     trust_remote_code: bool = False
     report_to: list[str] | str = "tensorboard"  # training curves go to: tensorboard | mlflow | wandb | none (or a list)
     lora: LoraConfig = field(default_factory=LoraConfig)

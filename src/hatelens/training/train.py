@@ -282,7 +282,8 @@ def load_base_model(config: TrainConfig, source, tokenizer, dtype, device):
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               tokenizer=tokenizer, **kwargs)
     model.config.use_cache = False  # no key/value cache while training (gradient checkpointing needs it off)
-    use_gpu_speedups(model, inference=False, compile_gate=config.compile_expert_gate)
+    use_gpu_speedups(model, inference=False, compile_gate=config.compile_expert_gate,
+                     recompute_gate=config.recompute_expert_gate)
     model.name_or_path = adapter_base_name(config.model)  # PEFT copies it into adapter_config.json
     return model
 
