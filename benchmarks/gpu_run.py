@@ -18,6 +18,7 @@ Writes OUT/gpu_run.json and OUT/gpu_run.md.
 import argparse
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -47,12 +48,13 @@ class Results:
         return time.perf_counter() - self.started
 
 
-def stream(command: list[str], log_path: Path, timeout_s: float) -> dict:
-    """Run a command, echo and keep its output with seconds since start; note when each pipeline step starts."""
+def stream(command: list[str], log_path: Path, timeout_s: float, env: dict | None = None) -> dict:
+    """Run a command, echo and keep its output with seconds since start; note when each pipeline step starts.
+    env: variables added to this process's environment."""
     started = time.perf_counter()
     steps = []
     with open(log_path, "w") as log, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                      text=True, bufsize=1) as process:
+                                                      text=True, bufsize=1, env={**os.environ, **(env or {})}) as process:
         try:
             for line in process.stdout:
                 now = time.perf_counter() - started
@@ -98,20 +100,24 @@ def pipeline_run(args, results: Results) -> None:
 
 
 def fresh_process_eval(args, results: Results) -> None:
-    out_dir = Path(args.work) / "cold_eval"
-    command = [sys.executable, "-m", "hatelens", "evaluate", "--model", args.model, "--template", "baseline",
-               "--data", TEST, "--output-dir", str(out_dir), "--quiet", "--batch-size", "256",
-               "model.max_batch_tokens=32768"]
-    if args.rows:
-        command += ["--max-samples", str(args.rows)]
-    run = stream(command, Path(args.out) / "cold_eval.log", 300)
-    metrics = sorted(out_dir.glob("*/metrics.json"))
-    if metrics:
-        info = json.loads(metrics[-1].read_text())["run"]
-        run["scoring_wall_s"], run["timing"] = info["scoring_wall_s"], info.get("timing")
-        compile_s = (info.get("timing") or {}).get("compile_s") or 0.0
-        run["fresh_process_eval_s"] = round(info["scoring_wall_s"] + compile_s, 2)  # compilation included
-    results.add("fresh_process_eval", run)
+    """`hatelens evaluate` in a new process, as shipped (cuDNN attention left out: fast_paths.sink_backends)
+    and with cuDNN attention given back, side by side."""
+    for key, env in (("fresh_process_eval", {}), ("fresh_process_eval_cudnn", {"HATELENS_CUDNN_ATTENTION": "1"})):
+        out_dir = Path(args.work) / f"cold_{key}"
+        command = [sys.executable, "-m", "hatelens", "evaluate", "--model", args.model, "--template", "baseline",
+                   "--data", TEST, "--output-dir", str(out_dir), "--quiet", "--batch-size", "256",
+                   "model.max_batch_tokens=32768"]
+        if args.rows:
+            command += ["--max-samples", str(args.rows)]
+        run = stream(command, Path(args.out) / f"{key}.log", 300, env=env)
+        run["env"] = env
+        metrics = sorted(out_dir.glob("*/metrics.json"))
+        if metrics:
+            info = json.loads(metrics[-1].read_text())["run"]
+            run["scoring_wall_s"], run["timing"] = info["scoring_wall_s"], info.get("timing")
+            compile_s = (info.get("timing") or {}).get("compile_s") or 0.0
+            run["fresh_process_eval_s"] = round(info["scoring_wall_s"] + compile_s, 2)  # compilation included
+        results.add(key, run)
 
 
 def in_process(args, results: Results) -> None:
@@ -149,6 +155,8 @@ def in_process(args, results: Results) -> None:
         warm.update(prompt_tokens=sum(map(len, ids)), computed_tokens=computed, prefix_tokens=prefix)
         if rate:  # useful work over computed tokens only, against the card's measured bf16 matmul rate
             warm["utilisation"] = round(2 * active * computed / (warm["scoring_wall_s"] * rate * 1e12), 3)
+    timings.update(time_cudnn_attention(args, HFClassifier(model, tokenizer, prompts.load_template("baseline"),
+                                                           batch_size=256, max_batch_tokens=32768)))
     timings["baseline warm, compiled gate"] = time_compiled_gate(args, model, tokenizer)
     timings["policy_over_baseline"] = round(timings["policy_persona warm"]["scoring_wall_s"]
                                             / timings["baseline warm"]["scoring_wall_s"], 2)
@@ -163,6 +171,25 @@ def in_process(args, results: Results) -> None:
         results.add("fp32_check", bench.check_fp32(model, tokenizer, templates, test[:args.fp32_rows]))
         results.add("fp32_compiled_gate", check_compiled_gate(model, tokenizer, templates["baseline"],
                                                               test[:args.fp32_rows]))
+
+
+def time_cudnn_attention(args, classifier) -> dict:
+    """The baseline first and warm calls again with cuDNN's attention kernel allowed (off by default)."""
+    from hatelens.config import EvalConfig, ModelConfig
+    from hatelens.evaluation.evaluate import evaluate
+
+    timings = {}
+    os.environ["HATELENS_CUDNN_ATTENTION"] = "1"
+    try:
+        for attempt in ("first", "warm"):
+            config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
+                                model=ModelConfig(model=args.model, template="baseline"))
+            run_dir = Path(args.work) / f"in_process_cudnn_{attempt}"
+            wall = evaluate(config, classifier=classifier, progress=False, run_dir=run_dir).metrics["run"]["scoring_wall_s"]
+            timings[f"baseline {attempt}, cuDNN attention"] = {"scoring_wall_s": wall}
+    finally:
+        del os.environ["HATELENS_CUDNN_ATTENTION"]
+    return timings
 
 
 def time_compiled_gate(args, model, tokenizer) -> dict:
@@ -224,11 +251,12 @@ def write_markdown(data: dict, path: Path) -> None:
         if base and tuned:
             lines += ["", f"test evaluation: base {base['scoring_wall_s']} s, fine-tuned {tuned['scoring_wall_s']} s "
                           f"(**{tuned['scoring_wall_s'] / base['scoring_wall_s']:.2f}x**)"]
-    cold = data.get("fresh_process_eval")
-    if cold:
-        lines += ["", f"fresh process `hatelens evaluate`: scoring {cold.get('scoring_wall_s')} s + compilation "
-                      f"{(cold.get('timing') or {}).get('compile_s')} s = **{cold.get('fresh_process_eval_s')} s**; "
-                      f"process wall {cold['wall_s']} s (model load included)"]
+    for key in ("fresh_process_eval", "fresh_process_eval_cudnn"):
+        cold = data.get(key)
+        if cold:
+            lines += ["", f"fresh process `hatelens evaluate` {cold.get('env') or ''}: scoring {cold.get('scoring_wall_s')} s"
+                          f" + compilation {(cold.get('timing') or {}).get('compile_s')} s = "
+                          f"**{cold.get('fresh_process_eval_s')} s**; process wall {cold['wall_s']} s (model load included)"]
     warm = data.get("in_process_eval")
     if warm:
         lines += ["", "| in-process evaluate() | scoring s | peak GiB | utilisation (computed tokens) |",

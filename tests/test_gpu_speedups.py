@@ -106,3 +106,13 @@ def test_the_recomputed_gate_keeps_less_for_the_same_gradients(tiny_gpt_oss_dir)
     routed = 3 * 40 * model.config.num_experts_per_tok * model.config.num_hidden_layers
     # the gate's intermediates: at least three (tokens x 4, intermediate) float32 tensors a layer fewer
     assert eager_saved - saved >= 3 * routed * experts.intermediate_size * 4
+
+
+def test_cudnn_attention_is_left_out_unless_asked(monkeypatch):
+    from torch.nn.attention import SDPBackend
+
+    monkeypatch.delenv("HATELENS_CUDNN_ATTENTION", raising=False)
+    assert SDPBackend.CUDNN_ATTENTION not in fast_paths.sink_backends()
+    assert SDPBackend.EFFICIENT_ATTENTION in fast_paths.sink_backends()
+    monkeypatch.setenv("HATELENS_CUDNN_ATTENTION", "1")
+    assert fast_paths.sink_backends() is None  # PyTorch's own choice, cuDNN included

@@ -7,17 +7,21 @@ Measured on one H200 with gpt-oss-20b's shape:
   against 1,009 test texts warm in 1.66 vs 1.60 s eager, then 1.48 vs 1.84 s, in two runs
   (benchmarks/results/gpu_run.md), so only a long-lived server may earn it back;
 - attention with sinks through PyTorch's fused kernels (`sdpa_with_sinks`) for inference only: the
-  long policy_persona template 2.2 -> 1.8 s; in training it was slower than eager (77 vs 165 samples/s);
+  long policy_persona template 2.2 -> 1.8 s; in training it was slower than eager (77 vs 165 samples/s).
+  cuDNN's kernel is left out (`sink_backends`): it builds a plan per new batch shape;
 - in training, the experts' gate recomputed in the backward pass (`recompute_expert_gate`, on by default):
   autograd keeps the gate's input, one (tokens x 4, 5,760) tensor a layer, instead of five intermediates of
   the gate's elementwise passes; the recomputation is a few elementwise kernels.
 Nothing changes on a CPU, or for other model types.
 """
 
+import contextlib
 import logging
+import os
 import time
 
 import torch
+from torch.nn.attention import sdpa_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +176,18 @@ def _experts_class(model):
 SINK_ATTENTION = "hatelens_fused_sinks"  # no "sdpa" in the name: transformers would refuse it for GPT-OSS
 
 
+def sink_backends():
+    """The fused kernels `sdpa_with_sinks` may use: PyTorch's own choice minus cuDNN, which builds an
+    execution plan for every new (rows, width) shape (hundreds of ms each; batches sorted by length all
+    differ in width), so a fresh process paid seconds on its first batches. The memory-efficient kernel
+    takes the additive mask with no plan. HATELENS_CUDNN_ATTENTION=1 gives cuDNN back (benchmarks compare)."""
+    from torch.nn.attention import SDPBackend
+
+    if os.environ.get("HATELENS_CUDNN_ATTENTION") == "1":
+        return None
+    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """GPT-OSS attention (a learned sink logit per head) through PyTorch's fused attention kernels.
 
@@ -188,10 +204,12 @@ def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=
     allowed = attention_mask[:, :, None, :, :kv_length].expand(batch, kv_heads, group, q_length, kv_length)
     sinks = kwargs["s_aux"].view(1, kv_heads, group, 1, 1).expand(batch, -1, -1, q_length, 1)
     mask = torch.cat([allowed, sinks.to(allowed.dtype)], dim=-1).view(batch, kv_heads, group * q_length, -1)
-    output = torch.nn.functional.scaled_dot_product_attention(
-        query.reshape(batch, kv_heads, group * q_length, dim), key, value, attn_mask=mask.to(query.dtype),
-        dropout_p=dropout, scale=scaling,
-    )
+    backends = sink_backends()
+    with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+        output = torch.nn.functional.scaled_dot_product_attention(
+            query.reshape(batch, kv_heads, group * q_length, dim), key, value, attn_mask=mask.to(query.dtype),
+            dropout_p=dropout, scale=scaling,
+        )
     # reshape, not view: the kernel's output layout depends on the dtype and the backend chosen
     return output.reshape(batch, heads, q_length, dim).transpose(1, 2).contiguous(), None
 
