@@ -3,7 +3,8 @@ real run folders, a real HTTP server, and an assertion. The pytest fixtures buil
 (tiny_llama_dir, tiny_gpt_oss_dir, tiny_bert_dir, cache_dir) are in conftest.py.
 
 - Tiny models: built from configs, saved as real model folders (safetensors + tokenizer). Their answers
-  are meaningless; they exercise every code path a real model takes, in milliseconds.
+  are meaningless; they exercise every code path a real model takes, in milliseconds. One GPT-OSS is
+  written as openai/gpt-oss-20b is published: its experts in MXFP4 (tiny_gpt_oss_mxfp4).
 - Run folders for the compare / calibrate / report / suite tests are written by `evaluate()` with two
   classifiers: the tiny random Llama (through the hf backend: a weak "baseline"), and a lexicon
   classifier, a complete if simple Classifier that scores a text by its words (a strong "fine-tuned"
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import uvicorn
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -59,19 +61,69 @@ def tiny_llama(folder: Path, *, seed: int = 0) -> Path:
     return _save(LlamaForCausalLM(config), tokenizer, folder)
 
 
-def tiny_gpt_oss(folder: Path, *, seed: int = 0) -> Path:
+def tiny_gpt_oss(folder: Path, *, seed: int = 0, hidden_size: int = 32, intermediate_size: int = 32) -> Path:
     """A 2-layer GPT-OSS (4 experts, 2 active, sliding + full attention, sinks), harmony tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tiny_harmony")
     torch.manual_seed(seed)
-    config = GptOssConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=32, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=4,
-                          num_experts_per_tok=2, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+    config = GptOssConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                          num_local_experts=4, num_experts_per_tok=2, sliding_window=16,
+                          layer_types=["sliding_attention", "full_attention"],
                           max_position_embeddings=131072, pad_token_id=tokenizer.pad_token_id,
                           rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0,
                                            "beta_fast": 32.0, "beta_slow": 1.0, "truncation": False,
                                            "original_max_position_embeddings": 4096},
                           eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     return _save(GptOssForCausalLM(config), tokenizer, folder)
+
+
+# The quantization_config of openai/gpt-oss-20b: experts in MXFP4, everything else in bf16.
+MXFP4_QUANTIZATION = {"quant_method": "mxfp4", "modules_to_not_convert": [
+    "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+
+
+def fp4_e2m1(codes: torch.Tensor) -> torch.Tensor:
+    """FP4 E2M1 codes (0..15) as numbers, from the bits: sign, two exponent bits, one mantissa bit
+    (exponent 0 is subnormal: 0 or 0.5; otherwise (1 + m/2) * 2^(e-1)). Max 6."""
+    sign = torch.where((codes & 8) > 0, -1.0, 1.0)
+    exponent, mantissa = ((codes >> 1) & 3).double(), (codes & 1).double()
+    magnitude = torch.where(exponent == 0, mantissa / 2, (1 + mantissa / 2) * 2 ** (exponent - 1))
+    return sign * magnitude
+
+
+def mxfp4_pack(codes: torch.Tensor, exponents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The MXFP4 layout of a stored (out, in) matrix per expert. codes (experts, out, in/32, 32) and
+    E8M0 exponents (experts, out, in/32): blocks (experts, out, in/32, 16) uint8, two codes a byte, the
+    even one in the low nibble; scales (experts, out, in/32) uint8, 2^(scale-127). Returns blocks, scales
+    and the dense (experts, out, in) matrix they stand for."""
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).to(torch.uint8)
+    dense = fp4_e2m1(codes) * torch.exp2(exponents.double() - 127).unsqueeze(-1)
+    return blocks, exponents.to(torch.uint8), dense.flatten(-2)
+
+
+def tiny_gpt_oss_mxfp4(folder: Path, *, seed: int = 0) -> tuple[Path, dict[str, torch.Tensor]]:
+    """tiny_gpt_oss with its experts stored as openai/gpt-oss-20b stores them: `experts.gate_up_proj_blocks`
+    (experts, 2 * intermediate, hidden / 32, 16) and `_scales` (experts, 2 * intermediate, hidden / 32),
+    likewise `down_proj_*` (experts, hidden, intermediate / 32, ...), the rest in bf16, and the mxfp4
+    quantization_config. The experts' weights are random but exact in MXFP4 (FP4 values times a power of
+    two a block of 32). Returns the folder and the dense weights each `...experts.gate_up_proj` /
+    `...experts.down_proj` parameter must hold once dequantised, in transformers' (experts, in, out)."""
+    folder = tiny_gpt_oss(folder, seed=seed, hidden_size=64, intermediate_size=64)  # two blocks a row
+    tensors = load_file(folder / "model.safetensors")
+    generator = torch.Generator().manual_seed(seed)
+    expected = {}
+    for name in [name for name in tensors if name.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        experts, rows, columns = tensors.pop(name).transpose(1, 2).shape  # stored as (experts, out, in)
+        codes = torch.randint(0, 16, (experts, rows, columns // 32, 32), generator=generator, dtype=torch.uint8)
+        exponents = torch.randint(119, 126, (experts, rows, columns // 32), generator=generator)  # 2^-8 .. 2^-2
+        tensors[f"{name}_blocks"], tensors[f"{name}_scales"], dense = mxfp4_pack(codes, exponents)
+        expected[name] = dense.transpose(1, 2).float()
+    save_file({name: value if value.dtype == torch.uint8 else value.to(torch.bfloat16)
+               for name, value in tensors.items()}, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config.update(dtype="bfloat16", quantization_config=MXFP4_QUANTIZATION)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder, expected
 
 
 def tiny_bert(folder: Path, *, seed: int = 0) -> Path:
