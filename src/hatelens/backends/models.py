@@ -180,6 +180,9 @@ def load_model(source: ModelSource, *, dtype=None, device: str = "cpu", trust_re
         )
     except (OSError, ValueError) as error:
         raise _not_found(source, error) from None
+    except RuntimeError as error:  # e.g. a tensor whose shape the config does not expect (a damaged checkpoint)
+        raise ModelError(f"cannot load model from {source.path}: {str(error).strip().splitlines()[0]}; check that "
+                         "the folder's weights and config.json belong together (re-download it)") from None
     return model.to(device) if device != "auto" and "device_map" not in kwargs else model
 
 
@@ -193,6 +196,10 @@ def _check_mxfp4(path: str, kwargs: dict) -> None:
         return  # a hub id: transformers reads its config
     quantization = json.loads(config_file.read_text()).get("quantization_config") or {}
     mxfp4 = quantization.get("quant_method") == "mxfp4"
+    if not mxfp4 and _has_mxfp4_tensors(Path(path)):
+        raise ModelError(f"{path} holds MXFP4 tensors (*_blocks, *_scales) but its config.json has no "
+                         "quantization_config with quant_method mxfp4: the experts would load as random weights; "
+                         "restore the checkpoint's original config.json")
     requested = kwargs.get("quantization_config")
     if requested is not None and getattr(requested, "quant_method", None) == "mxfp4" and not mxfp4:
         logger.info("%s holds unquantised weights: dequantize_mxfp4 has nothing to do", path)
@@ -204,6 +211,17 @@ def _check_mxfp4(path: str, kwargs: dict) -> None:
         logger.info("%s: MXFP4 experts %s", path, "kept quantised, run by the `kernels` package's Triton kernels "
                     "(Mxfp4GptOssExperts; no compiled gate)" if kernels else
                     "dequantised to bf16 (the `kernels` package is not installed); compiled gate on CUDA")
+
+
+def _has_mxfp4_tensors(folder: Path) -> bool:
+    """Whether a safetensors file of the folder names an MXFP4 block tensor (headers only are read)."""
+    from safetensors import safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            if any(name.endswith("_blocks") for name in handle.keys()):
+                return True
+    return False
 
 
 def _convert_gguf(source: ModelSource, target: Path, tokenizer) -> None:
