@@ -2,6 +2,7 @@
 training path that applies them (training/records.py)."""
 
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -63,6 +64,19 @@ def test_neutral_statements_name_their_group_and_are_normal():
     assert len(introduced) == 15  # every second statement wraps one of the split's own posts
 
 
+def test_counter_speech_quotes_each_group_hate_as_normal():
+    rows = ([example(index, f"lgbtq hate {index}", "hate") for index in range(3)] +
+            [example(10, "mexican hate", "hate", "mexican"), example(11, "a normal post", "normal", "mexican"),
+             example(12, 'a "quoted" hate', "hate", "mexican"), example(13, "x" * 201, "hate", "mexican")])
+    made = augment.counter_speech(rows, 4, seed=0)
+    assert Counter(row.group for row in made) == {"lgbtq": 4, "mexican": 4}  # middle_east has no hateful post
+    assert {row.label for row in made} == {"normal"}
+    quoted = [re.search(r'"(.*)"', row.text).group(1) for row in made]
+    assert set(quoted[:3]) == {"lgbtq hate 0", "lgbtq hate 1", "lgbtq hate 2"}  # distinct while there are enough
+    assert set(quoted[4:]) == {"mexican hate"}  # never a normal post, a quote-holding or an over-long one
+    assert made == augment.counter_speech(rows, 4, seed=0) != augment.counter_speech(rows, 4, seed=1)
+
+
 def test_balance_makes_both_labels_equally_frequent_in_each_group():
     rows = ([example(index, f"h{index}", "hate") for index in range(2)] +
             [example(10 + index, f"n{index}", "normal") for index in range(5)] +
@@ -89,6 +103,9 @@ def test_training_examples_leave_out_shots_and_apply_augmentation(tmp_path):
     assert records.training_examples(rows, template, AugmentConfig()) == rows[1:]
     augmented = records.training_examples(rows, template, AugmentConfig(counterfactual=True, neutral_per_group=2))
     assert augmented[0] == rows[1] and len(augmented) == 1 + 1 + 6
+    rows.append(example(2, "gays are vermin", "hate"))
+    augmented = records.training_examples(rows, template, AugmentConfig(counter_speech_per_group=2))
+    assert [row.label for row in augmented[2:]] == ["normal", "normal"]  # only lgbtq has hateful posts
 
 
 # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.

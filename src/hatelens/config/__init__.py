@@ -37,8 +37,7 @@ class ModelConfig:
     force_template: bool = False  # score an adapter through another template than the one it was trained with
     batch_size: int = 16  # rows per batch (with max_batch_tokens: the most rows a batch may hold)
     max_batch_tokens: int | None = None  # padded tokens per batch (GPU: fit to the card); None: rows (serve: limits')
-    # gpt-oss on CUDA: torch.compile the experts' gate. Off by default: compiling costs 4-7 s a process on an
-    # H200 and saved -0.06 to 0.36 s per 1,009 texts in two runs: only a long-lived server may earn it back.
+    # gpt-oss on CUDA: torch.compile the experts' gate (off: 3-7 s a process for 0.07-0.36 s per 1,009 texts)
     compile_expert_gate: bool = False
     max_new_tokens: int = 16  # generate mode; gpt-oss reasoning needs a few hundred
     max_length_tokens: int = 2048  # a longer prompt has its post cut (start kept), the instructions whole
@@ -334,6 +333,7 @@ class AugmentConfig:
 
     counterfactual: bool = False  # copy each post naming one group with its identity terms swapped to another
     neutral_per_group: int = 0  # non-hateful posts naming each group (frames + the split's own normal posts)
+    counter_speech_per_group: int = 0  # each group's hateful posts quoted in a frame that rejects them (normal)
     balance_labels: bool = False  # repeat the rarer label within each group until both labels are as frequent
     seed: int = 0
 

@@ -47,7 +47,7 @@ BOUNDS = {
                        "significance_alpha": Bound(0, 1, above=True)},
     "RunConfig": {"validation_samples": AT_LEAST_1, "test_samples": AT_LEAST_1, "suite_samples": AT_LEAST_1},
     "LoraConfig": {"r": AT_LEAST_1, "alpha": POSITIVE, "dropout": Bound(0, 0.999)},
-    "AugmentConfig": {"neutral_per_group": AT_LEAST_0},
+    "AugmentConfig": {"neutral_per_group": AT_LEAST_0, "counter_speech_per_group": AT_LEAST_0},
     "TrainConfig": {"max_train_samples": AT_LEAST_1, "max_val_samples": AT_LEAST_1, "epochs": POSITIVE,
                     "grad_accum": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "learning_rate": POSITIVE,
                     "warmup_ratio": PROBABILITY, "weight_decay": AT_LEAST_0, "max_grad_norm": POSITIVE,

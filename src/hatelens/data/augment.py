@@ -1,6 +1,6 @@
 """Training-data augmentation against identity-mention false positives.
 
-Three optional steps, each seeded and applied to the training split only (never validation or test):
+Four optional steps, each seeded and applied to the training split only (never validation or test):
 
 - counterfactual copies: a post that names one of the three groups (lgbtq, mexican, middle_east) is
   copied with its identity terms swapped for another group's, keeping its label. The model then sees
@@ -9,6 +9,9 @@ Three optional steps, each seeded and applied to the training split only (never 
   half from the split's own normal posts (those naming no group) introduced by an identity frame
   ("as a gay man, ..."). They teach that a mention alone is not an attack. Written here, not taken
   from the functional suite, so the suite stays a held-out test.
+- counter-speech: hateful posts of the split quoted inside a frame that rejects them ("people who say
+  \"...\" should be ashamed"), labelled normal: quoting hate to condemn it is not hate (HateCheck's
+  counter_speech and quote_denounce cases; the frames are written here, not taken from the suite).
 - label balance within each group: the rarer label of a group is repeated (seeded draw) until both
   labels are equally frequent there; a per-row loss weight by repetition (LGBTQ+ had 581 hate vs 917
   normal rows, and the fine-tuned model missed 39% of its hate).
@@ -76,6 +79,15 @@ IDENTITY_INTROS = [
     "my {adjective} friend posted this: {text}",
     "speaking as one of the {plural} here, {text}",
     "{text} (said my {adjective} neighbour)",
+]
+# Frames that quote a hateful post to reject it; {text} is the post (at most MAX_INTRO_TEXT_CHARS).
+COUNTER_SPEECH_FRAMES = [
+    'people who say "{text}" should be ashamed of themselves',
+    'someone at work said "{text}" and i told them it was bigoted nonsense',
+    'posting "{text}" is not free speech, it is harassment, and i reported it',
+    '"{text}" - this is exactly the kind of hate we need to call out',
+    'i saw a comment saying "{text}" and it made me sick, nobody deserves that',
+    'no, "{text}" is not an opinion, it is prejudice and it is wrong',
 ]
 MAX_INTRO_TEXT_CHARS = 200  # longer posts make long prompts for little gain
 
@@ -162,6 +174,24 @@ def neutral_statements(examples: Sequence[Example], per_group: int, *, seed: int
     return made
 
 
+def counter_speech(examples: Sequence[Example], per_group: int, *, seed: int) -> list[Example]:
+    """per_group normal posts for each group: one of the group's hateful posts (short ones, distinct while
+    there are enough) quoted in a frame that rejects it."""
+    made = []
+    for group in GROUPS:
+        hateful = sorted({example.text for example in examples if example.label == HATE and example.group == group
+                          and len(example.text) <= MAX_INTRO_TEXT_CHARS and '"' not in example.text})
+        if not hateful:
+            continue
+        rng = _rng(seed, f"counter-{group}")
+        drawn = rng.sample(hateful, min(per_group, len(hateful)))
+        drawn += [rng.choice(hateful) for _ in range(per_group - len(drawn))]
+        for index, text in enumerate(drawn):
+            made.append(Example(id=f"{AUGMENT_SOURCE}-counter-{group}-{index}", label=NORMAL, group=group,
+                                text=rng.choice(COUNTER_SPEECH_FRAMES).format(text=text), source=AUGMENT_SOURCE))
+    return made
+
+
 def balance_labels_per_group(examples: Sequence[Example], *, seed: int) -> list[Example]:
     """Repeats of the rarer label's posts in each group (seeded), so both labels are equally frequent."""
     by_group = defaultdict(lambda: {HATE: [], NORMAL: []})
@@ -182,7 +212,7 @@ def balance_labels_per_group(examples: Sequence[Example], *, seed: int) -> list[
 
 
 def augment(examples: Sequence[Example], *, counterfactual: bool, neutral_per_group: int,
-            balance_labels: bool, seed: int) -> tuple[list[Example], dict]:
+            balance_labels: bool, seed: int, counter_speech_per_group: int = 0) -> tuple[list[Example], dict]:
     """The training examples plus the augmented ones (original order first, then additions), and counts
     of what was added. Additions whose text equals a training text (or each other) are dropped."""
     seen = {normalize_text(example.text) for example in examples}
@@ -192,6 +222,8 @@ def augment(examples: Sequence[Example], *, counterfactual: bool, neutral_per_gr
         added.append(("counterfactual", counterfactual_copies(examples, seed=seed)))
     if neutral_per_group:
         added.append(("neutral", neutral_statements(examples, neutral_per_group, seed=seed)))
+    if counter_speech_per_group:
+        added.append(("counter_speech", counter_speech(examples, counter_speech_per_group, seed=seed)))
     for name, new in added:
         unique = []
         for example in new:
