@@ -163,7 +163,9 @@ def profile(classifier, texts, out: Path) -> dict:
 
 def markdown(data: dict) -> str:
     lines = ["# gpt-oss-20b variants, side by side (benchmarks/gpu_variants.py)", "",
-             f"environment: {json.dumps(data.get('environment', {}))}", ""]
+             f"environment: {json.dumps(data.get('environment', {}))}", "",
+             f"command: `{data.get('command', '')}` (through `bash benchmarks/gpu_session.sh variants`, which "
+             "builds the random gpt-oss-20b checkpoint first)", ""]
     training = data.get("training")
     if training:
         lines += ["## Training: `hatelens train --config configs/lora/gpt_oss_20b.yaml epochs=1`, every row", "",
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
     args.deadline = time.monotonic() + args.budget_s
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"environment": bench.environment()}
+    data = {"environment": bench.environment(), "command": " ".join(["python", *sys.argv])}
     parts = args.only or ["train", "eval"]
     if "eval" in parts:  # first: minutes of training must not starve the short profile
         eval_variants(args, data, out)
