@@ -120,13 +120,33 @@ def fresh_process_eval(args, results: Results) -> None:
         results.add(key, run)
 
 
+def first_and_warm(args, model, tokenizer, template_name: str, label: str):
+    """`evaluate()` of the test texts twice with one new classifier (the shipped 20b evaluation shape):
+    ([{"scoring_wall_s", "peak_gib"} of the first call, of the warm one], the classifier)."""
+    from hatelens.backends import prompts
+    from hatelens.backends.hf import HFClassifier
+    from hatelens.config import EvalConfig, ModelConfig
+    from hatelens.evaluation.evaluate import evaluate
+
+    classifier = HFClassifier(model, tokenizer, prompts.load_template(template_name), batch_size=256,
+                              max_batch_tokens=32768)
+    calls = []
+    for attempt in ("first", "warm"):
+        config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
+                            model=ModelConfig(model=args.model, template=template_name))
+        bench.reset_peak()
+        result = evaluate(config, classifier=classifier, progress=False,
+                          run_dir=Path(args.work) / f"in_process_{label}_{attempt}")
+        calls.append({"scoring_wall_s": result.metrics["run"]["scoring_wall_s"], "peak_gib": round(bench.peak_gib(), 1)})
+    return calls, classifier
+
+
 def in_process(args, results: Results) -> None:
     from hatelens.backends import prompts
     from hatelens.backends.fast_paths import restore_expert_gate
-    from hatelens.backends.hf import HFClassifier, load_for_inference
-    from hatelens.config import EvalConfig, ModelConfig
+    from hatelens.backends.hf import load_for_inference
+    from hatelens.config import ModelConfig
     from hatelens.data import load_examples
-    from hatelens.evaluation.evaluate import evaluate
 
     report: dict = {}
     model_config = ModelConfig(model=args.model, batch_size=256, max_batch_tokens=32768)
@@ -139,15 +159,8 @@ def in_process(args, results: Results) -> None:
     active = bench.active_parameters(model.config)
     timings = {}
     for template_name in ("baseline", "policy_persona"):
-        template = prompts.load_template(template_name)
-        classifier = HFClassifier(model, tokenizer, template, batch_size=256, max_batch_tokens=32768)
-        for attempt in ("first", "warm"):
-            config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
-                                model=ModelConfig(model=args.model, template=template_name))
-            run_dir = Path(args.work) / f"in_process_{template_name}_{attempt}"
-            bench.reset_peak()
-            wall = evaluate(config, classifier=classifier, progress=False, run_dir=run_dir).metrics["run"]["scoring_wall_s"]
-            timings[f"{template_name} {attempt}"] = {"scoring_wall_s": wall, "peak_gib": round(bench.peak_gib(), 1)}
+        calls, classifier = first_and_warm(args, model, tokenizer, template_name, template_name)
+        timings.update({f"{template_name} {attempt}": call for attempt, call in zip(("first", "warm"), calls)})
         ids = classifier.encode_many([example.text for example in test])
         prefix = len(classifier._prefix[0]) if classifier._prefix else 0
         computed = sum(len(row) - prefix for row in ids) + prefix
@@ -155,8 +168,7 @@ def in_process(args, results: Results) -> None:
         warm.update(prompt_tokens=sum(map(len, ids)), computed_tokens=computed, prefix_tokens=prefix)
         if rate:  # useful work over computed tokens only, against the card's measured bf16 matmul rate
             warm["utilisation"] = round(2 * active * computed / (warm["scoring_wall_s"] * rate * 1e12), 3)
-    timings.update(time_cudnn_attention(args, HFClassifier(model, tokenizer, prompts.load_template("baseline"),
-                                                           batch_size=256, max_batch_tokens=32768)))
+    timings.update(time_cudnn_attention(args, model, tokenizer))
     timings["baseline warm, compiled gate"] = time_compiled_gate(args, model, tokenizer)
     timings["policy_over_baseline"] = round(timings["policy_persona warm"]["scoring_wall_s"]
                                             / timings["baseline warm"]["scoring_wall_s"], 2)
@@ -173,47 +185,26 @@ def in_process(args, results: Results) -> None:
                                                               test[:args.fp32_rows]))
 
 
-def time_cudnn_attention(args, classifier) -> dict:
+def time_cudnn_attention(args, model, tokenizer) -> dict:
     """The baseline first and warm calls again with cuDNN's attention kernel allowed (off by default)."""
-    from hatelens.config import EvalConfig, ModelConfig
-    from hatelens.evaluation.evaluate import evaluate
-
-    timings = {}
     os.environ["HATELENS_CUDNN_ATTENTION"] = "1"
     try:
-        for attempt in ("first", "warm"):
-            config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
-                                model=ModelConfig(model=args.model, template="baseline"))
-            run_dir = Path(args.work) / f"in_process_cudnn_{attempt}"
-            wall = evaluate(config, classifier=classifier, progress=False, run_dir=run_dir).metrics["run"]["scoring_wall_s"]
-            timings[f"baseline {attempt}, cuDNN attention"] = {"scoring_wall_s": wall}
+        calls, _ = first_and_warm(args, model, tokenizer, "baseline", "cudnn")
     finally:
         del os.environ["HATELENS_CUDNN_ATTENTION"]
-    return timings
+    return {f"baseline {attempt}, cuDNN attention": call for attempt, call in zip(("first", "warm"), calls)}
 
 
 def time_compiled_gate(args, model, tokenizer) -> dict:
     """The baseline warm again with the experts' gate compiled (off by default: see ModelConfig)."""
-    from hatelens.backends import prompts
     from hatelens.backends.fast_paths import compile_expert_gate, restore_expert_gate, warm_up_expert_gate
-    from hatelens.backends.hf import HFClassifier
-    from hatelens.config import EvalConfig, ModelConfig
-    from hatelens.evaluation.evaluate import evaluate
 
     if not compile_expert_gate(model):
         return {"skipped": "no gate to compile"}
     compile_s = warm_up_expert_gate(model, backward=False)
-    classifier = HFClassifier(model, tokenizer, prompts.load_template("baseline"), batch_size=256,
-                              max_batch_tokens=32768)
-    walls = []
-    for attempt in ("first", "warm"):
-        config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,
-                            model=ModelConfig(model=args.model, template="baseline"))
-        result = evaluate(config, classifier=classifier, progress=False,
-                          run_dir=Path(args.work) / f"in_process_compiled_{attempt}")
-        walls.append(result.metrics["run"]["scoring_wall_s"])
+    (first, warm), _ = first_and_warm(args, model, tokenizer, "baseline", "compiled")
     restore_expert_gate(model)
-    return {"compile_s": round(compile_s, 2), "first_s": walls[0], "scoring_wall_s": walls[1]}
+    return {"compile_s": round(compile_s, 2), "first_s": first["scoring_wall_s"], "scoring_wall_s": warm["scoring_wall_s"]}
 
 
 def check_compiled_gate(model, tokenizer, template, examples) -> dict:

@@ -154,3 +154,15 @@ def test_mxfp4_blocks_without_the_quantization_config_fail_to_load(mxfp4_checkpo
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="MXFP4 tensors .* no quantization_config"):
         load_for_training(folder)
+
+
+def test_out_of_memory_while_loading_is_not_called_a_damaged_checkpoint(mxfp4_checkpoint, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", out_of_memory)
+    with pytest.raises(ModelError, match="out of memory loading model from .* onto cpu: free that device") as raised:
+        load_for_training(mxfp4_checkpoint[0])
+    assert "belong together" not in str(raised.value)

@@ -163,7 +163,8 @@ def restore_expert_gate(model) -> None:
     if experts is not None and "_eager_gate" in experts.__dict__:
         experts._apply_gate = experts.__dict__["_eager_gate"]
         del experts._eager_gate
-        experts.__dict__.get("_recomputed") and delattr(experts, "_recomputed")
+        if "_recomputed" in experts.__dict__:
+            del experts._recomputed
 
 
 def _experts_class(model):

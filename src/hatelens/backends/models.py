@@ -180,6 +180,9 @@ def load_model(source: ModelSource, *, dtype=None, device: str = "cpu", trust_re
         )
     except (OSError, ValueError) as error:
         raise _not_found(source, error) from None
+    except torch.OutOfMemoryError:  # a RuntimeError too: not a damaged checkpoint
+        raise ModelError(f"out of memory loading model from {source.path} onto {device}: free that device, use one "
+                         "with more memory, or placement=split on a host with several GPUs") from None
     except RuntimeError as error:  # e.g. a tensor whose shape the config does not expect (a damaged checkpoint)
         raise ModelError(f"cannot load model from {source.path}: {str(error).strip().splitlines()[0]}; check that "
                          "the folder's weights and config.json belong together (re-download it)") from None
@@ -194,9 +197,10 @@ def _check_mxfp4(path: str, kwargs: dict) -> None:
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         return  # a hub id: transformers reads its config
-    quantization = json.loads(config_file.read_text()).get("quantization_config") or {}
+    config = json.loads(config_file.read_text())
+    quantization = config.get("quantization_config") or {}
     mxfp4 = quantization.get("quant_method") == "mxfp4"
-    if not mxfp4 and _has_mxfp4_tensors(Path(path)):
+    if not mxfp4 and config.get("model_type") == "gpt_oss" and _has_mxfp4_tensors(Path(path)):
         raise ModelError(f"{path} holds MXFP4 tensors (*_blocks, *_scales) but its config.json has no "
                          "quantization_config with quant_method mxfp4: the experts would load as random weights; "
                          "restore the checkpoint's original config.json")

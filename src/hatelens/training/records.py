@@ -32,15 +32,13 @@ def training_examples(examples: list[Example], template: prompts.PromptTemplate,
     if len(kept) < len(examples):
         logger.info("%d training example(s) left out: the template shows them as few-shot examples",
                     len(examples) - len(kept))
-    if not (settings.counterfactual or settings.neutral_per_group or settings.counter_speech_per_group
-            or settings.balance_labels):
-        return kept
     augmented, counts = augment.augment(kept, counterfactual=settings.counterfactual,
                                         neutral_per_group=settings.neutral_per_group,
                                         balance_labels=settings.balance_labels, seed=settings.seed,
                                         counter_speech_per_group=settings.counter_speech_per_group)
-    logger.info("augmentation: %d training examples -> %d (%s)", len(kept), len(augmented),
-                ", ".join(f"{name} +{count}" for name, count in counts.items()))
+    if counts:  # something was asked for
+        logger.info("augmentation: %d training examples -> %d (%s)", len(kept), len(augmented),
+                    ", ".join(f"{name} +{count}" for name, count in counts.items()))
     return augmented
 
 
