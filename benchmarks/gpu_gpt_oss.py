@@ -200,10 +200,14 @@ def profile_scoring(model, tokenizer, template, examples, *, batch_size: int, to
 def check_fp32(model, tokenizer, templates, examples, *, batch_size: int = 64) -> list[dict]:
     """The fast paths against the plain eager path with the model in float32, where bf16 rounding (and the
     expert choices it flips in a random MoE) cannot hide a real difference. The model returns to bf16 after."""
+    from hatelens.backends import fast_paths
+
     model.float()
     results = []
+    packed = fast_paths.packs_moe_tokens(model)
     try:
         for name, template in templates.items():
+            fast_paths.unpack_moe_tokens(model)
             model.set_attn_implementation("eager")
             texts = [example.text for example in examples]
             plain = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size,
@@ -211,7 +215,10 @@ def check_fp32(model, tokenizer, templates, examples, *, batch_size: int = 64) -
             prefix = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
             use_sink_attention(model)
             fused = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
-            for variant, scores in (("prefix reuse, eager", prefix), ("prefix reuse, fused sinks", fused)):
+            fast_paths.pack_moe_tokens(model)  # the experts on real tokens only
+            skip = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
+            for variant, scores in (("prefix reuse, eager", prefix), ("prefix reuse, fused sinks", fused),
+                                    ("prefix reuse, fused sinks, experts skip pads", skip)):
                 gaps = sorted(abs(a - b) for a, b in zip(scores, plain))
                 results.append({"template": name, "variant": variant, "rows": len(texts), "max_abs_dp": gaps[-1],
                                 "median_abs_dp": gaps[len(gaps) // 2], "same_side_of_0.5": sum(
@@ -219,6 +226,7 @@ def check_fp32(model, tokenizer, templates, examples, *, batch_size: int = 64) -
     finally:
         model.to(torch.bfloat16)
         model.set_attn_implementation("eager")
+        (fast_paths.pack_moe_tokens if packed else fast_paths.unpack_moe_tokens)(model)
     return results
 
 

@@ -113,3 +113,30 @@ def test_prefix_reuse_with_fused_sink_attention(tiny_gpt_oss_dir):
     fast.model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir).eval()
     use_sink_attention(fast.model)
     assert _scores(fast, TEXTS) == pytest.approx(_scores(plain, TEXTS), abs=1e-5)
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_experts_that_skip_pads_give_the_same_scores(tiny_gpt_oss_dir, reuse_prefix):
+    """pack_moe_tokens: the router and experts see only the real tokens of a padded batch (right padding after
+    the cached opening, left padding without it), and every score stays what the unpacked model gives."""
+    from hatelens.backends import fast_paths
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt_oss_dir)
+    template = prompts.load_template("baseline")
+    expected = _scores(HFClassifier(model, tokenizer, template, batch_size=4, reuse_prefix=reuse_prefix), TEXTS)
+    seen = []
+    hook = model.model.layers[0].mlp.experts.register_forward_hook(lambda _, inputs, __: seen.append(inputs[0].shape[0]))
+    try:
+        assert fast_paths.pack_moe_tokens(model)
+        packed = HFClassifier(model, tokenizer, template, batch_size=4, reuse_prefix=reuse_prefix)
+        assert _scores(packed, TEXTS) == pytest.approx(expected, abs=1e-5)
+    finally:
+        hook.remove()
+        fast_paths.unpack_moe_tokens(model)
+    assert not fast_paths.packs_moe_tokens(model)
+    ids = packed.encode_many(TEXTS)
+    skipped = len(packed._prefix[0]) if reuse_prefix else 0
+    real = sum(len(row) - skipped for row in ids)
+    # the batch (4 rows x the longest) holds pads; the experts computed the real tokens only
+    assert seen[-1] == real < len(ids) * max(len(row) - skipped for row in ids)

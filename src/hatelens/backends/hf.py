@@ -14,6 +14,7 @@ generate mode: batched greedy decoding; the answer is parsed by `parsing.parse_a
 *invalid* when it cannot be, never guessed.
 """
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from hatelens import extras
-from hatelens.backends import adapters, models, prompts
+from hatelens.backends import adapters, fast_paths, models, prompts
 from hatelens.backends.base import Output
 from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
@@ -67,9 +68,11 @@ class HFClassifier:
         self.reuse_prefix = (reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
                              and model.config.to_dict().get("final_logit_softcapping") is None)
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
+        self._packs_moe = fast_paths.packs_moe_tokens(model)  # MoE layers skip pads (use_gpu_speedups)
         # seconds and rows of the first batch (kernels warming up, any compilation) apart from the others'
+        # and the seconds spent rendering + tokenizing prompts (encode_s), on the shared opening (prefix_s)
         self.timing = {"first_batch_s": None, "first_batch_rows": 0, "later_batches": 0, "later_batches_s": 0.0,
-                       "later_rows": 0}
+                       "later_rows": 0, "encode_s": 0.0, "prefix_s": 0.0}
         self._continuations = {
             label: tokenizer(text, add_special_tokens=False).input_ids
             for label, text in template.scored_continuations().items()
@@ -78,9 +81,13 @@ class HFClassifier:
     # -- public ---------------------------------------------------------------------------------
     def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
         """One Output per text, in order. Batches are formed by prompt length inside this call."""
+        started = time.perf_counter()
         prompt_ids, cut = self.encode_fitted(texts)
+        encoded = time.perf_counter()
         if self.reuse_prefix:
             self._prepare_prefix(prompt_ids)
+        self.timing["encode_s"] = round(self.timing["encode_s"] + encoded - started, 4)
+        self.timing["prefix_s"] = round(self.timing["prefix_s"] + time.perf_counter() - encoded, 4)
         order = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))
         widths = self._computed_widths([prompt_ids[i] for i in order])
         outputs: list[Output | None] = [None] * len(texts)
@@ -186,8 +193,9 @@ class HFClassifier:
         if prefix_length:
             return self._end_log_probs_after_prefix(sequences, count, prefix_length)
         input_ids, attention_mask, position_ids = self._left_pad(sequences)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            logits_to_keep=count, use_cache=False).logits
+        with self._packing(attention_mask):
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                logits_to_keep=count, use_cache=False).logits
         return torch.log_softmax(logits.float(), dim=-1)
 
     # -- prefix reuse -----------------------------------------------------------------------------
@@ -207,6 +215,12 @@ class HFClassifier:
             cache = DynamicCache(config=self.model.config)
             self._decoder(input_ids=torch.tensor([first[:length]], device=self.device), cache=cache)
         self._prefix = (tuple(first[:length]), cache)
+
+    def _packing(self, attention_mask):
+        """fast_paths.real_tokens when the model's MoE layers skip pads (gpt-oss on a GPU), else nothing."""
+        if not self._packs_moe:
+            return contextlib.nullcontext()
+        return fast_paths.real_tokens(attention_mask, self.device)
 
     def _decoder(self, *, cache, **inputs):
         """The model without its head, extending `cache`."""
@@ -237,8 +251,9 @@ class HFClassifier:
             input_ids[row, :len(ids)] = torch.tensor(ids)
             attention_mask[row, prefix_length:prefix_length + len(ids)] = 1
         position_ids = torch.arange(prefix_length, prefix_length + width).expand(len(suffixes), -1)
-        hidden = self._decoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                               position_ids=position_ids.to(self.device), cache=cache).last_hidden_state
+        with self._packing(attention_mask[:, prefix_length:]):
+            hidden = self._decoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                                   position_ids=position_ids.to(self.device), cache=cache).last_hidden_state
         if cache.get_seq_length() != prefix_length + width:
             raise ModelError("the model ignored the cached prompt opening; score with reuse_prefix=False "
                              "or a transformers version hatelens is tested with (5.17, 5.24)")

@@ -115,14 +115,15 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
         _write_config_and_manifest(run_dir, config, identity, classifier, examples, template, thresholds, warnings,
                                    template_source)
     started = time.perf_counter()
-    _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress, team)
+    write_s = _score_missing(classifier, examples, done, thresholds, run_dir / PREDICTIONS, config, progress, team)
     if not _gather_predictions(run_dir, examples, team):  # another process of a team: the main one finishes
         return dataclasses.replace(load_result(run_dir), resumed_rows=len(done), main_process=False)
     rows = list(read_predictions(run_dir / PREDICTIONS).values())  # in data order
     run_info = {"model_version": classifier.model_version, "mode": classifier.mode,
                 "template": template.name if template else None, "data": str(config.data),
                 "max_samples": config.max_samples, "thresholds": thresholds.to_dict(),
-                "scoring_wall_s": round(time.perf_counter() - started, 2), "resumed_rows": len(done),
+                "scoring_wall_s": round(time.perf_counter() - started, 2), "write_s": round(write_s, 3),
+                "resumed_rows": len(done),
                 "timing": getattr(classifier, "timing", None)}  # hf: model load, compilation, first batch apart
     if team is not None:
         run_info["processes"] = team.num_processes
@@ -231,7 +232,8 @@ def default_name(config: EvalConfig) -> str:
 
 def _score_missing(classifier, examples, done, thresholds: Thresholds, path: Path, config: EvalConfig,
                    progress: bool, team=None):
-    """Score the examples not in `done`, chunk by chunk, appending each chunk's rows to `path`."""
+    """Score the examples not in `done`, chunk by chunk, appending each chunk's rows to `path` (flushed to
+    the disk: a crash loses one chunk at most). Returns the seconds spent writing."""
     from tqdm import tqdm
 
     chunks = plan_chunks(examples, config.model.batch_size * CHUNK_BATCHES)
@@ -242,16 +244,20 @@ def _score_missing(classifier, examples, done, thresholds: Thresholds, path: Pat
     share = [example for chunk in chunks for example in chunk]
     bar = tqdm(total=len(share), initial=sum(example.id in done for example in share), unit="sample",
                disable=not progress, dynamic_ncols=True, desc="scoring")
+    write_s = 0.0
     with open(path, "a", encoding="utf-8") as file:
         for chunk in chunks:
             if all(example.id in done for example in chunk):
                 continue
             outputs = classifier.classify([example.text for example in chunk], [example.group for example in chunk])
+            began = time.perf_counter()
             file.write(_jsonl(_row(example, output, thresholds) for example, output in zip(chunk, outputs)))
             file.flush()
             os.fsync(file.fileno())
+            write_s += time.perf_counter() - began
             bar.update(sum(example.id not in done for example in chunk))
     bar.close()
+    return write_s
 
 
 def _row(example, output, thresholds: Thresholds) -> dict:
