@@ -140,3 +140,15 @@ def test_experts_that_skip_pads_give_the_same_scores(tiny_gpt_oss_dir, reuse_pre
     real = sum(len(row) - skipped for row in ids)
     # the batch (4 rows x the longest) holds pads; the experts computed the real tokens only
     assert seen[-1] == real < len(ids) * max(len(row) - skipped for row in ids)
+
+
+def test_a_warm_up_caches_the_opening_and_changes_no_score(tiny_gpt_oss_dir):
+    """HFClassifier.warm_up (what `create` runs on a GPU): the template's shared opening is cached by it and
+    reused by the first real call, timing starts afresh, and the scores are those of a classifier never warmed."""
+    fast, plain = _pair(tiny_gpt_oss_dir, batch_size=3)
+    assert fast.warm_up() > 0
+    cached = fast._prefix
+    assert cached is not None and fast.timing["warmup_s"] > 0 and fast.timing["first_batch_s"] is None
+    assert _scores(fast, TEXTS) == pytest.approx(_scores(plain, TEXTS), abs=1e-5)
+    assert fast._prefix is cached  # the real texts start with the opening the warm-up cached
+    assert fast.timing["later_rows"] + fast.timing["first_batch_rows"] == len(TEXTS)

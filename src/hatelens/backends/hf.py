@@ -44,6 +44,11 @@ logger = logging.getLogger(__name__)
 # its 573-token prompts reaching past the 512-token sliding window).
 PREFIX_REUSE_MODEL_TYPES = frozenset({"llama", "gpt_oss", "mistral", "qwen2", "qwen3", "gemma3_text"})
 MIN_SHARED_PREFIX_TOKENS = 16  # a shorter shared opening is not worth its own forward pass
+WARM_UP_TEXTS = ("first warm-up post", "second warm-up post, a little longer")  # never written anywhere
+# A classifier's seconds: the first batch (kernels warming up, any compilation) apart from the others, prompt
+# rendering + tokenizing (encode_s), the shared opening (prefix_s); rows are counted beside.
+FRESH_TIMING = {"first_batch_s": None, "first_batch_rows": 0, "later_batches": 0, "later_batches_s": 0.0,
+                "later_rows": 0, "encode_s": 0.0, "prefix_s": 0.0}
 
 
 class HFClassifier:
@@ -69,16 +74,24 @@ class HFClassifier:
                              and model.config.to_dict().get("final_logit_softcapping") is None)
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
         self._packs_moe = fast_paths.packs_moe_tokens(model)  # MoE layers skip pads (use_gpu_speedups)
-        # seconds and rows of the first batch (kernels warming up, any compilation) apart from the others'
-        # and the seconds spent rendering + tokenizing prompts (encode_s), on the shared opening (prefix_s)
-        self.timing = {"first_batch_s": None, "first_batch_rows": 0, "later_batches": 0, "later_batches_s": 0.0,
-                       "later_rows": 0, "encode_s": 0.0, "prefix_s": 0.0}
+        self.timing = dict(FRESH_TIMING)
         self._continuations = {
             label: tokenizer(text, add_special_tokens=False).input_ids
             for label, text in template.scored_continuations().items()
         }
 
     # -- public ---------------------------------------------------------------------------------
+    def warm_up(self) -> float:
+        """Classify two short made-up posts once, so that what a process pays on its first forward pass (CUDA
+        kernels loaded on first use, cuBLAS handles, the template's shared opening cached) is paid here, when
+        the model is loaded, not by the first texts scored: a server's first request, an evaluation's first
+        batch. Returns the seconds; `timing` starts afresh, with them as warmup_s."""
+        started = time.perf_counter()
+        self.classify(list(WARM_UP_TEXTS))
+        seconds = round(time.perf_counter() - started, 3)
+        self.timing.update(FRESH_TIMING, warmup_s=seconds)
+        return seconds
+
     def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
         """One Output per text, in order. Batches are formed by prompt length inside this call."""
         started = time.perf_counter()
@@ -359,6 +372,8 @@ def create(config) -> HFClassifier:
     classifier = HFClassifier(model, tokenizer, template, mode=config.mode, batch_size=config.batch_size,
                               max_new_tokens=config.max_new_tokens, model_version=version,
                               max_batch_tokens=config.max_batch_tokens, max_length_tokens=config.max_length_tokens)
+    if classifier.device.type == "cuda":
+        classifier.warm_up()  # timing's warmup_s: part of loading, as for a server, and reported apart
     classifier.timing.update(load_s=report["load_s"], compile_s=report.get("compile_s"),
                              speedups=report["applied"], experts=report.get("experts"), placement=report["placement"])
     return classifier
