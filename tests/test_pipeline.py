@@ -5,6 +5,7 @@ import json
 import pytest
 from fixtures import separable_rows, write_jsonl
 
+from hatelens import resources
 from hatelens.config import RunConfig, load_config
 from hatelens.pipeline import run_pipeline
 
@@ -33,14 +34,18 @@ def run_config(tiny_llama_dir, tmp_path) -> RunConfig:
     ])
 
 
-def test_run_walks_every_step_and_writes_a_report(run_config, tiny_bert_dir, monkeypatch):
+def test_run_walks_every_step_and_writes_a_report(run_config, tiny_bert_dir, monkeypatch, tmp_path):
     from dataclasses import replace
 
     from hatelens.backends import reference
 
     monkeypatch.setattr(reference, "encoder_folder", lambda: tiny_bert_dir)  # a tiny BERT for the MiniLM encoder
-    result = run_pipeline(replace(run_config, reference_finetuned=True), progress=False)
-    for step in (*STEPS, "08_reference_finetuned_test"):
+    suite = tmp_path / "suite.csv"  # a few cases of every group from the shipped functional suite
+    lines = (resources.find("suites", "suites/functional/hatelens_functional.csv")).read_text().splitlines()
+    suite.write_text("\n".join(lines[:1] + [line for line in lines[1:] if "-01," in line][:12]) + "\n")
+    result = run_pipeline(replace(run_config, reference_finetuned=True, functional_suite=str(suite)), progress=False)
+    for step in (*STEPS, "08_reference_finetuned_test", "09_finetuned_functional_suite",
+                 "09_finetuned_functional_suite_calibrated"):
         assert (result.run_dir / step).is_dir(), step
     assert not (result.run_dir / "08_reference_test").exists()  # reference=false: that kind is not run
     assert result.report_html.is_file()
@@ -57,6 +62,12 @@ def test_run_walks_every_step_and_writes_a_report(run_config, tiny_bert_dir, mon
     assert calibrated["run"]["thresholds"]["threshold"] == pytest.approx(thresholds["threshold"])
     # the test split is never what a threshold was fitted on
     assert "validation" in thresholds["source_run"]
+    # the suite is reported under the thresholds the run ships too
+    suite_calibrated = json.loads((result.run_dir / "09_finetuned_functional_suite_calibrated" / "metrics.json"
+                                   ).read_text())
+    assert suite_calibrated["run"]["thresholds"]["threshold"] == pytest.approx(thresholds["threshold"])
+    assert suite_calibrated["per_functionality"] and suite_calibrated["n"] == 12
+    assert "| fine-tuned, functional suite, calibrated |" in (result.run_dir / "10_comparison" / "report.md").read_text()
 
 
 def test_rerun_after_finishing_steps_keeps_them(run_config):

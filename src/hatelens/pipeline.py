@@ -109,6 +109,11 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
                          steps.rethreshold("06_baseline_test_calibrated", baseline_test, baseline_calibration))
     finetuned = ModelRuns(finetuned_validation, finetuned_calibration, finetuned_test,
                           steps.rethreshold("07_finetuned_test_calibrated", finetuned_test, finetuned_calibration))
+    suites = {}  # the suite at 0.5 and under the thresholds the run calibrated on validation (what it ships)
+    if suite is not None:
+        suites = {"fine-tuned, functional suite": suite.run_dir,
+                  "fine-tuned, functional suite, calibrated": steps.rethreshold(
+                      "09_finetuned_functional_suite_calibrated", suite, finetuned_calibration).run_dir}
     references = []  # the MiniLM references asked for, on test (each run records its kind)
     if config.reference:
         references.append(steps.evaluate("08_reference_test", config.test_data, config.test_samples,
@@ -118,7 +123,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
                                          backend="reference", reference_kind="finetuned"))
 
     verdict = steps.compare_and_report("10_comparison", baseline, finetuned, trained, references=references,
-                                       suite=suite, wall_s=time.perf_counter() - started, quick=quick)
+                                       suites=suites, wall_s=time.perf_counter() - started, quick=quick)
     runs.write_json(root / VERDICT, verdict.to_json())
     trackers.log(config.report_to, root, root.name, {"run/passed": float(verdict.passed),
                                                      "run/passed_calibrated": float(verdict.passed_calibrated)})
@@ -237,7 +242,7 @@ class Steps:
         return rethreshold(test.run_dir, calibration.path, self.root / step)
 
     def compare_and_report(self, step: str, baseline: ModelRuns, finetuned: ModelRuns, trained: "TrainResult", *,
-                           references: list[EvalResult], suite: EvalResult | None, wall_s: float,
+                           references: list[EvalResult], suites: dict[str, Path], wall_s: float,
                            quick: bool) -> Verdict:
         from hatelens.evaluation.compare import compare
         from hatelens.evaluation.criteria import load_criteria
@@ -251,9 +256,7 @@ class Steps:
         calibrated = compare(baseline.test_calibrated.run_dir, finetuned.test_calibrated.run_dir,
                              output_dir=output / "calibrated", **shared)
         extra_runs = {"baseline, calibrated": baseline.test_calibrated.run_dir,
-                      "fine-tuned, calibrated": finetuned.test_calibrated.run_dir}
-        if suite is not None:
-            extra_runs["fine-tuned, functional suite"] = suite.run_dir
+                      "fine-tuned, calibrated": finetuned.test_calibrated.run_dir, **suites}
         _, html_path = write_report(output, result.comparison, baseline.test.run_dir, finetuned.test.run_dir,
                                     trained.summary, reference_runs=[run.run_dir for run in references],
                                     extra_runs=extra_runs, notes=self.notes(wall_s, calibrated.passed, output, quick),
