@@ -83,6 +83,8 @@ def test_rerun_after_finishing_steps_keeps_them(run_config):
         assert path.stat().st_mtime_ns == stamp, path
     assert (second.run_dir / "05_finetuned_test" / "metrics.json").is_file()
     assert second.verdict.report_html.is_file()
+    assert not first.verdict.resumed and second.verdict.resumed  # its wall time counts this invocation only
+    assert "which resumed an earlier one" in (second.run_dir / "10_comparison" / "report.md").read_text()
 
 
 def test_the_training_step_gets_the_run_settings_as_values_and_the_overrides_last(run_config, tmp_path):

@@ -61,6 +61,7 @@ class Verdict:
     wall_s: float
     quick: bool
     train_run: Path  # the training run folder (adapter/, training_summary.json)
+    resumed: bool = False  # this invocation resumed an earlier one: wall_s counts this invocation only
 
     def to_json(self) -> dict:
         return {key: str(value) if isinstance(value, Path) else value
@@ -84,7 +85,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
     """Walk every step; return where the report is and whether every criterion passed."""
     started = time.perf_counter()
     root = open_run_folder(config, quick)
-    steps = Steps(config, root, progress)
+    steps = Steps(config, root, progress, resumed=any(root.glob("0*")))  # a step folder: an earlier invocation
 
     # Steps in the order that loads each model once: the base model scores validation and test, then makes
     # way for training; the fine-tuned model scores validation, test and the suite. (The test scores play
@@ -158,8 +159,8 @@ def open_run_folder(config: RunConfig, quick: bool) -> Path:
 class Steps:
     """The pipeline's steps, each writing (or finding) its own folder under the pipeline's root."""
 
-    def __init__(self, config: RunConfig, root: Path, progress: bool):
-        self.config, self.root, self.progress = config, root, progress
+    def __init__(self, config: RunConfig, root: Path, progress: bool, resumed: bool = False):
+        self.config, self.root, self.progress, self.resumed = config, root, progress, resumed
         self.loaded: dict[str | None, object] = {}  # adapter (None: the base model) -> its loaded classifier
 
     def classifier(self, model: ModelConfig, step: str):
@@ -264,12 +265,15 @@ class Steps:
         return Verdict(passed=result.passed, passed_calibrated=calibrated.passed,
                        criteria=result.comparison.get("criteria"),
                        criteria_calibrated=calibrated.comparison.get("criteria"), report_html=html_path,
-                       comparison=output, wall_s=round(wall_s, 1), quick=quick, train_run=trained.run_dir)
+                       comparison=output, wall_s=round(wall_s, 1), quick=quick, train_run=trained.run_dir,
+                       resumed=self.resumed)
 
     def notes(self, wall_s: float, passed_calibrated: bool, output: Path, quick: bool) -> list[str]:
         """The paragraphs under the report's verdict: wall time, the calibrated verdict, a quick run's warning."""
         machine = runs.machine()
-        notes = [f"Wall time of the whole run: {wall_s / 60:.1f} minutes on this machine "
+        span = ("this invocation, which resumed an earlier one (the steps it found finished are not counted)"
+                if self.resumed else "the whole run")
+        notes = [f"Wall time of {span}: {wall_s / 60:.1f} minutes on this machine "
                  f"({machine['cpu_count']} CPU cores{', GPU ' + machine['gpu'] if 'gpu' in machine else ''}).",
                  "Headline comparison: both models at the default threshold 0.5. With thresholds calibrated on "
                  f"validation ({self.config.calibration}), the verdict is "

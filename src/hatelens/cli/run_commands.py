@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         for criterion in criteria or []:
             print(f"  {criterion['status']:<5} {criterion['name']}: {criterion.get('figure')} "
                   f"(target {criterion.get('target')})")
-    print(f"\nWall time: {verdict.wall_s / 60:.1f} min")
+    print(f"\nWall time: {verdict.wall_s / 60:.1f} min"
+          f"{' (this invocation: it resumed an earlier one, whose finished steps are not counted)' if verdict.resumed else ''}")
     print(f"Report: {result.report_html}")
     print(f"Verdict: {'PASS' if result.passed else 'FAIL'} (calibrated: "
           f"{'PASS' if verdict.passed_calibrated else 'FAIL'})")
