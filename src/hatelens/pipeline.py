@@ -84,8 +84,8 @@ def quick_config(config: RunConfig) -> RunConfig:
 def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = False) -> PipelineResult:
     """Walk every step; return where the report is and whether every criterion passed."""
     started = time.perf_counter()
-    root = open_run_folder(config, quick)
-    steps = Steps(config, root, progress, resumed=any(root.glob("0*")))  # a step folder: an earlier invocation
+    root, resumed = open_run_folder(config, quick)
+    steps = Steps(config, root, progress, resumed=resumed)
 
     # Steps in the order that loads each model once: the base model scores validation and test, then makes
     # way for training; the fine-tuned model scores validation, test and the suite. (The test scores play
@@ -142,18 +142,19 @@ def finished_training(container: Path) -> "TrainResult | None":
     return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter", summary=json.loads(finished[-1].read_text()))
 
 
-def open_run_folder(config: RunConfig, quick: bool) -> Path:
-    """The unfinished run of this very config (to resume), or a new folder with its config and manifest."""
+def open_run_folder(config: RunConfig, quick: bool) -> tuple[Path, bool]:
+    """(the unfinished run of this very config, True) to resume, or (a new folder with its config and
+    manifest, False)."""
     recorded = {**to_dict(config), "quick": quick}
     identity = runs.config_hash(config, quick=quick)
     root = runs.find_unfinished(Path(config.output_dir), identity, VERDICT)
     if root is not None:
         logger.info("resuming %s: finished steps are kept", root)
-        return root
+        return root, True
     root = runs.new_run_dir(Path(config.output_dir), f"run_{config.name}")
     runs.write_yaml(root / "config.yaml", recorded)
     runs.write_json(root / "manifest.json", runs.manifest(step="run", config_hash=identity, quick=quick))
-    return root
+    return root, False
 
 
 class Steps:

@@ -238,7 +238,8 @@ _REAL_TOKENS: contextvars.ContextVar = contextvars.ContextVar("hatelens_real_tok
 @contextlib.contextmanager
 def real_tokens(attention_mask: torch.Tensor, device):
     """Within: the MoE layers of a model switched by `pack_moe_tokens` run the router and the experts on
-    the tokens `attention_mask` (rows x width of the batch's input ids, on the CPU) marks, and give the pads
+    the tokens `attention_mask` (rows x width of the batch's input ids; on the CPU, else finding them waits for
+    the device) marks, and give the pads
     zeros. Pads come after every real token a row holds (right padding) or before them (left padding):
     no real token attends to them, so what they hold changes no score."""
     flat = attention_mask.reshape(-1).bool()

@@ -28,7 +28,6 @@ import torch
 from hatelens import extras
 from hatelens.backends import adapters, fast_paths, models, prompts
 from hatelens.backends.base import Output
-from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
 from hatelens.backends.parsing import parse_answer
 from hatelens.backends.placement import describe, plan_placement
@@ -338,7 +337,7 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
     split = {"device_map": placement.device_map} if placement.device_map else {}
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               revision=config.revision, tokenizer=tokenizer, **split)
-    speedups = use_gpu_speedups(model, inference=True, compile_gate=config.compile_expert_gate)
+    speedups = fast_paths.use_gpu_speedups(model, inference=True, compile_gate=config.compile_expert_gate)
     version = source.model_id
     if adapter:
         extras.require("train", "evaluating a LoRA adapter")
