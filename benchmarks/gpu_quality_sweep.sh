@@ -5,6 +5,7 @@
 #   call 2, carry [.gguf2, data/train.jsonl, data/validation.jsonl]:
 #                                           OUT=$OUT bash benchmarks/gpu_quality_sweep.sh sweep [SECONDS]
 #   (again with `sweep` to go on: finished cells are kept on the warm machine and reused)
+#   SWEEP=quality_gpu_fast WORKERS=6: another sweep file, another number of cells side by side
 # .whl: the wheels of gpu_session.sh + gguf 0.19.0; .gguf1/part, .gguf2/part: the two halves of
 # SmolLM2-135M-Instruct.Q4_1.gguf (`head -c 45000000 FILE > .gguf1/part; tail -c +45000001 FILE > .gguf2/part`).
 set -eu -o pipefail
@@ -28,12 +29,12 @@ case "${1:-}" in
     python3 -c "from hatelens.backends import models as m; s = m.resolve_model('smollm2-135m'); \
 m.load_model(s, tokenizer=m.load_tokenizer(s)); print('converted once:', m._converted_dir(s))"
     echo "== $(date -u +%H:%M:%S) sweep (at most ${SECONDS_LEFT} s)"
-    timeout "$SECONDS_LEFT" python3 -m hatelens sweep --config quality_gpu --workers 16 --quiet \
+    timeout "$SECONDS_LEFT" python3 -m hatelens sweep --config "${SWEEP:-quality_gpu}" --workers "${WORKERS:-16}" --quiet \
       > "$OUT/sweep.log" 2>&1 || echo "sweep ended with $? (timeout 124: cells left for the next call)"
     tail -n 40 "$OUT/sweep.log"
     tar czf "$OUT/cells.tgz" runs/sweeps/cells/*/cell.json runs/sweeps/cells/*/train/*/training_summary.json \
       runs/sweeps/cells/*/validation/*/predictions.jsonl runs/sweeps/cells/*/validation/*/metrics.json \
-      runs/sweeps/quality_gpu 2>/dev/null || true
+      "runs/sweeps/${SWEEP:-quality_gpu}" 2>/dev/null || true
     echo "finished cells: $(ls runs/sweeps/cells/*/cell.json 2>/dev/null | wc -l)";;
   *) echo "usage: $0 stage | sweep [SECONDS]" >&2; exit 2;;
 esac

@@ -119,3 +119,17 @@ def test_train_with_augmentation_trains_on_the_added_rows(tiny_llama_dir, tmp_pa
                          "augment.balance_labels=true")
     result = train(config, progress=False)
     assert result.summary["n_train"] == 8 + 6 + 6  # 8 rows, 2 neutral per group, their normals balanced by hate
+
+
+def test_negations_deny_stereotypes_as_normal_and_dignity_as_hate():
+    made = augment.negations(4, seed=0)
+    assert Counter((row.group, row.label) for row in made) == {
+        (group, label): count for group in augment.GROUPS for label, count in (("normal", 4), ("hate", 2))}
+    for row in made:
+        assert augment.groups_named(row.text) == {row.group}
+        assert (" not " in f" {row.text} " or "n't" in row.text or "never" in row.text or "false" in row.text
+                or "wrong" in row.text or "know better" in row.text)
+    assert made == augment.negations(4, seed=0) != augment.negations(4, seed=1)
+    result, counts = augment.augment([], counterfactual=False, neutral_per_group=0, balance_labels=False, seed=0,
+                                     negation_per_group=2)
+    assert counts == {"negation": len(result)} and len(result) == 3 * 3

@@ -333,3 +333,17 @@ def test_the_adapter_carries_a_model_card(llama_run):
               line.split("|")[1].strip().isdigit()]
     assert epochs == ["0", "1", "2"]
     assert "No test evaluation is recorded here yet" in body
+
+
+def test_adapters_on_chosen_layers_leave_the_others_frozen(tiny_llama_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    with pytest.raises(ConfigError, match="layers_to_transform needs lora.target_modules as a list"):
+        train(tiny_config(tiny_llama_dir, tmp_path, "lora.layers_to_transform=[1]",
+                          "lora.target_modules=all-linear"), progress=False)
+    result = train(tiny_config(tiny_llama_dir, tmp_path, "epochs=1", "lora.layers_to_transform=[1]",
+                               "lora.target_modules=[q_proj, v_proj, down_proj]"), progress=False)
+    names = list(load_file(str(result.adapter_dir / "adapter_model.safetensors")))
+    assert names and all(".layers.1." in name for name in names)
+    assert {name.split(".layers.1.")[1].split(".lora_")[0] for name in names} == {
+        "self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"}

@@ -325,6 +325,9 @@ class LoraConfig:
     dropout: float = 0.1  # dropout on the LoRA input
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     target_parameters: list[str] | None = None  # gpt-oss experts, e.g. [mlp.experts.gate_up_proj, mlp.experts.down_proj]
+    # which decoder layers get adapters (indices from 0; None: all). Leaving the lowest layers frozen also spares
+    # their backward pass: nothing below the lowest adapted layer needs a gradient.
+    layers_to_transform: list[int] | None = None
 
 
 @dataclass
@@ -334,6 +337,7 @@ class AugmentConfig:
     counterfactual: bool = False  # copy each post naming one group with its identity terms swapped to another
     neutral_per_group: int = 0  # non-hateful posts naming each group (frames + the split's own normal posts)
     counter_speech_per_group: int = 0  # each group's hateful posts quoted in a frame that rejects them (normal)
+    negation_per_group: int = 0  # denied stereotypes (normal) + half as many denied dignities (hate) per group
     balance_labels: bool = False  # repeat the rarer label within each group until both labels are as frequent
     seed: int = 0
 

@@ -1,6 +1,6 @@
 """Training-data augmentation against identity-mention false positives.
 
-Four optional steps, each seeded and applied to the training split only (never validation or test):
+Five optional steps, each seeded and applied to the training split only (never validation or test):
 
 - counterfactual copies: a post that names one of the three groups (lgbtq, mexican, middle_east) is
   copied with its identity terms swapped for another group's, keeping its label. The model then sees
@@ -12,6 +12,10 @@ Four optional steps, each seeded and applied to the training split only (never v
 - counter-speech: hateful posts of the split quoted inside a frame that rejects them ("people who say
   \"...\" should be ashamed"), labelled normal: quoting hate to condemn it is not hate (HateCheck's
   counter_speech and quote_denounce cases; the frames are written here, not taken from the suite).
+- negations: own sentence frames that deny a stereotype about each group ("it is false that {group}
+  are criminals"), labelled normal, beside half as many that deny a group its dignity ("{group} are not
+  real people"), labelled hate: a negation alone must not read as either label (HateCheck's negation
+  cases; frames and claims written here, not taken from the suite).
 - label balance within each group: the rarer label of a group is repeated (seeded draw) until both
   labels are equally frequent there; a per-row loss weight by repetition (LGBTQ+ had 581 hate vs 917
   normal rows, and the fine-tuned model missed 39% of its hate).
@@ -89,6 +93,30 @@ COUNTER_SPEECH_FRAMES = [
     'i saw a comment saying "{text}" and it made me sick, nobody deserves that',
     'no, "{text}" is not an opinion, it is prejudice and it is wrong',
 ]
+# Negations: {claim} a stereotype (its denial is normal), {virtue} a dignity (its denial is hate).
+NEGATED_STEREOTYPE_FRAMES = [
+    "{plural} are not {claim}",
+    "it is simply false that {plural} are {claim}",
+    "the idea that {plural} are {claim} is wrong and always was",
+    "nobody i know thinks {plural} are {claim}, because they are not",
+    "{plural} are not {claim}, and repeating it does not make it true",
+    "i was raised to think {plural} were {claim}, i know better now",
+]
+NEGATED_DISLIKE_FRAMES = [
+    "i have never hated {plural} and i never will",
+    "i do not have anything against {plural}, why would i",
+    "i don't fear {plural}, i just know a lot of them",
+]
+STEREOTYPES = ["criminals", "dangerous", "a threat to our children", "terrorists", "invading this country",
+               "diseased", "less intelligent than the rest of us", "the reason our towns are failing",
+               "out to destroy our way of life", "lazy", "freaks", "animals"]
+DENIED_DIGNITY_FRAMES = [
+    "{plural} are not {virtue}",
+    "{plural} will never be {virtue}",
+    "let us be honest, {plural} are not {virtue} and never were",
+]
+DIGNITIES = ["real people", "welcome in this country", "fit to raise children", "human like the rest of us",
+             "worth the air they breathe", "our equals", "capable of being decent neighbours"]
 MAX_INTRO_TEXT_CHARS = 200  # longer posts make long prompts for little gain
 
 
@@ -192,6 +220,26 @@ def counter_speech(examples: Sequence[Example], per_group: int, *, seed: int) ->
     return made
 
 
+def negations(per_group: int, *, seed: int) -> list[Example]:
+    """per_group normal posts for each group that deny a stereotype or a dislike of it, and per_group // 2
+    hateful posts that deny it a dignity (sentence frames, seeded)."""
+    made = []
+    for group in GROUPS:
+        rng = _rng(seed, f"negation-{group}")
+        for index in range(per_group + per_group // 2):
+            plural = rng.choice(TERMS[group]["plural"])
+            if index >= per_group:
+                text, label = rng.choice(DENIED_DIGNITY_FRAMES).format(plural=plural, virtue=rng.choice(DIGNITIES)), HATE
+            elif index % 4 == 3:
+                text, label = rng.choice(NEGATED_DISLIKE_FRAMES).format(plural=plural), NORMAL
+            else:
+                text = rng.choice(NEGATED_STEREOTYPE_FRAMES).format(plural=plural, claim=rng.choice(STEREOTYPES))
+                label = NORMAL
+            made.append(Example(id=f"{AUGMENT_SOURCE}-negation-{group}-{index}", text=text, label=label,
+                                group=group, source=AUGMENT_SOURCE))
+    return made
+
+
 def balance_labels_per_group(examples: Sequence[Example], *, seed: int) -> list[Example]:
     """Repeats of the rarer label's posts in each group (seeded), so both labels are equally frequent."""
     by_group = defaultdict(lambda: {HATE: [], NORMAL: []})
@@ -212,7 +260,8 @@ def balance_labels_per_group(examples: Sequence[Example], *, seed: int) -> list[
 
 
 def augment(examples: Sequence[Example], *, counterfactual: bool, neutral_per_group: int,
-            balance_labels: bool, seed: int, counter_speech_per_group: int = 0) -> tuple[list[Example], dict]:
+            balance_labels: bool, seed: int, counter_speech_per_group: int = 0,
+            negation_per_group: int = 0) -> tuple[list[Example], dict]:
     """The training examples plus the augmented ones (original order first, then additions), and counts
     of what was added. Additions whose text equals a training text (or each other) are dropped."""
     seen = {normalize_text(example.text) for example in examples}
@@ -224,6 +273,8 @@ def augment(examples: Sequence[Example], *, counterfactual: bool, neutral_per_gr
         added.append(("neutral", neutral_statements(examples, neutral_per_group, seed=seed)))
     if counter_speech_per_group:
         added.append(("counter_speech", counter_speech(examples, counter_speech_per_group, seed=seed)))
+    if negation_per_group:
+        added.append(("negation", negations(negation_per_group, seed=seed)))
     for name, new in added:
         unique = []
         for example in new:

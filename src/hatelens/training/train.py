@@ -248,6 +248,9 @@ def check_config(config: TrainConfig, score_texts: TextScorer | None) -> None:
     if config.lora.target_parameters and config.lora.dropout:
         raise ConfigError("lora.target_parameters (LoRA on expert weights) needs lora.dropout=0 (PEFT cannot apply "
                           f"dropout there); got lora.dropout={config.lora.dropout}")
+    if config.lora.layers_to_transform is not None and isinstance(config.lora.target_modules, str):
+        raise ConfigError(f"lora.layers_to_transform needs lora.target_modules as a list of module names (PEFT "
+                          f"cannot select layers under {config.lora.target_modules!r}), e.g. [q_proj, v_proj]")
     if not 0 <= config.warmup_ratio < 1:
         raise ConfigError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
 
@@ -324,7 +327,7 @@ def build_trainer(setup: TrainingSetup, model, *, batch_size: int, grad_accum: i
     lora = peft.LoraConfig(
         r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
         target_modules=config.lora.target_modules, target_parameters=config.lora.target_parameters,
-        bias="none", task_type="CAUSAL_LM",
+        layers_to_transform=config.lora.layers_to_transform, bias="none", task_type="CAUSAL_LM",
     )
     trainer_callbacks = [TrainingProgress(show_bar=setup.progress), LossGuard(learning_rate=config.learning_rate)]
     if setup.main and "tensorboard" in trackers.parse_report_to(config.report_to):  # one process writes TensorBoard

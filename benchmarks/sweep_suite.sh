@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The functional suite (297 cases) scored by every finished cell of the sweeps in runs/sweeps/cells/, the way
+# `hatelens run` scores it (hatelens evaluate, threshold 0.5): the sweep itself ranks on validation only, and the
+# suite is held out from every choice. Run where the cells are (the GPU machine of gpu_quality_sweep.sh):
+#   OUT=$OUT bash benchmarks/sweep_suite.sh        -> $OUT/suite_cells.json {cell name: per_functionality, ...}
+#   python benchmarks/sweep_suite.py $OUT/suite_cells.json   # the table (non-hate accuracy, hate recall)
+set -u
+OUT=${OUT:-/tmp/sweep_suite}; mkdir -p "$OUT"
+for adapter in runs/sweeps/cells/*/train/*/adapter; do
+  id=$(echo "$adapter" | cut -d/ -f4)
+  [ -d "/tmp/suite_$id" ] && continue
+  python3 -m hatelens evaluate --model "$adapter" --template compact --data suites/functional/hatelens_functional.csv \
+    --format hatecheck --output-dir "/tmp/suite_$id" --batch-size 64 > "/tmp/suite_$id.log" 2>&1 &
+done
+wait
+python3 - <<'PY'
+import glob, json, os
+out = {}
+for cell in glob.glob("runs/sweeps/cells/*/cell.json"):
+    identity, name = cell.split("/")[3], json.load(open(cell))["name"]
+    found = glob.glob(f"/tmp/suite_{identity}/*/metrics.json")
+    if found:
+        metrics = json.load(open(found[0]))
+        out[name] = {"id": identity, "per_functionality": metrics["per_functionality"],
+                     "roc_auc": metrics.get("roc_auc"), "recall": metrics.get("recall")}
+json.dump(out, open(os.path.join(os.environ.get("OUT", "/tmp/sweep_suite"), "suite_cells.json"), "w"), indent=1)
+print(len(out), "cells scored on the suite")
+PY
