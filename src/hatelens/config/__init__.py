@@ -325,9 +325,7 @@ class LoraConfig:
     dropout: float = 0.1  # dropout on the LoRA input
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     target_parameters: list[str] | None = None  # gpt-oss experts, e.g. [mlp.experts.gate_up_proj, mlp.experts.down_proj]
-    # which decoder layers get adapters (indices from 0; None: all). Leaving the lowest layers frozen also spares
-    # their backward pass: nothing below the lowest adapted layer needs a gradient.
-    layers_to_transform: list[int] | None = None
+    layers_to_transform: list[int] | None = None  # adapted layers (from 0; None: all); none below needs a backward
 
 
 @dataclass
@@ -356,9 +354,7 @@ class TrainConfig:
     max_val_samples: int | None = None
     epochs: float = 3.0
     batch_size: int = 4  # per device; halved on out-of-memory, with grad_accum doubled
-    # padded tokens per training batch, after the shared prompt opening (length-grouped batches of varying
-    # rows, each at most batch_size; halved with it on out-of-memory); None: batches of batch_size rows
-    max_batch_tokens: int | None = None
+    max_batch_tokens: int | None = None  # padded tokens a length-grouped batch after the shared opening; None: rows
     grad_accum: int = 2  # gradient accumulation steps: effective batch = batch_size x grad_accum
     eval_batch_size: int = 16
     learning_rate: float = 2e-4
