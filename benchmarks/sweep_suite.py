@@ -6,22 +6,23 @@
 import json
 import sys
 
-NON_HATE = ["ident_neutral_nh", "ident_pos_nh", "counter_speech_nh", "quote_denounce_nh", "negation_nh", "reclaimed_nh"]
-HATE = ["hate_plain_h", "negated_positive_h", "stereotype_implicit_h"]
 
-
-def share(per_functionality: dict, names: list[str]) -> float:
-    return sum(per_functionality[n]["n_correct"] for n in names) / sum(per_functionality[n]["n"] for n in names)
+def share(per_functionality: dict, label: str) -> float:
+    """Accuracy over every case whose gold label is `label` (non-hate accuracy for normal, recall for hate)."""
+    cases = [entry for entry in per_functionality.values() if entry["label"] == label]
+    return sum(entry["n_correct"] for entry in cases) / sum(entry["n"] for entry in cases)
 
 
 def main(path: str) -> None:
     cells = json.load(open(path))
-    print("| cell | non-hate accuracy | hate recall | suite ROC-AUC | " + " | ".join(NON_HATE) + " |")
-    print("|---|---:|---:|---:|" + "---:|" * len(NON_HATE))
-    for name, cell in sorted(cells.items(), key=lambda item: -share(item[1]["per_functionality"], NON_HATE)):
+    first = next(iter(cells.values()))["per_functionality"]
+    non_hate = sorted(name for name, entry in first.items() if entry["label"] == "normal")
+    print("| cell | non-hate accuracy | hate recall | suite ROC-AUC | " + " | ".join(non_hate) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(non_hate))
+    for name, cell in sorted(cells.items(), key=lambda item: -share(item[1]["per_functionality"], "normal")):
         found = cell["per_functionality"]
-        print(f"| {name} | {share(found, NON_HATE):.3f} | {share(found, HATE):.3f} | {cell['roc_auc']:.3f} | "
-              + " | ".join(f"{found[n]['accuracy']:.2f}" for n in NON_HATE) + " |")
+        print(f"| {name} | {share(found, 'normal'):.3f} | {share(found, 'hate'):.3f} | {cell['roc_auc']:.3f} | "
+              + " | ".join(f"{found[n]['accuracy']:.2f}" for n in non_hate) + " |")
 
 
 if __name__ == "__main__":

@@ -227,14 +227,13 @@ def negations(per_group: int, *, seed: int) -> list[Example]:
     for group in GROUPS:
         rng = _rng(seed, f"negation-{group}")
         for index in range(per_group + per_group // 2):
-            plural = rng.choice(TERMS[group]["plural"])
-            if index >= per_group:
-                text, label = rng.choice(DENIED_DIGNITY_FRAMES).format(plural=plural, virtue=rng.choice(DIGNITIES)), HATE
-            elif index % 4 == 3:
-                text, label = rng.choice(NEGATED_DISLIKE_FRAMES).format(plural=plural), NORMAL
+            plural, label = rng.choice(TERMS[group]["plural"]), HATE if index >= per_group else NORMAL
+            if label == HATE:
+                text = rng.choice(DENIED_DIGNITY_FRAMES).format(plural=plural, virtue=rng.choice(DIGNITIES))
+            elif index % 4 == 3:  # one in four normal posts denies a dislike, the others a stereotype
+                text = rng.choice(NEGATED_DISLIKE_FRAMES).format(plural=plural)
             else:
                 text = rng.choice(NEGATED_STEREOTYPE_FRAMES).format(plural=plural, claim=rng.choice(STEREOTYPES))
-                label = NORMAL
             made.append(Example(id=f"{AUGMENT_SOURCE}-negation-{group}-{index}", text=text, label=label,
                                 group=group, source=AUGMENT_SOURCE))
     return made

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Training speed of cpu_small's shapes on this machine, through `hatelens train` itself (the trainer's own
+# length-grouped sampler, the shared-opening loss, the same augmentation-free rows): one after the other, on a
+# seeded 240-row sample of data/train.jsonl, one epoch, no validation before training. Writes the table to
+# benchmarks/results/train_shapes_cpu.md. About 8 minutes on a 2-core CPU; run it on an otherwise idle machine.
+#   bash benchmarks/train_shapes.sh
+set -eu -o pipefail
+BIN=${BIN:-.venv/bin}
+WORK=$(mktemp -d)
+RESULT=benchmarks/results/train_shapes_cpu.md
+ALL_LINEAR='lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]'
+TOP15='lora.layers_to_transform=[15,16,17,18,19,20,21,22,23,24,25,26,27,28,29]'
+row() {  # name, overrides...
+  local name=$1; shift
+  /usr/bin/time -f "%M" -o "$WORK/rss" "$BIN/hatelens" train --config cpu_small --output-dir "$WORK" --name "$name" \
+    max_train_samples=240 max_val_samples=16 epochs=1 eval_on_start=false "$@" --quiet > /dev/null
+  python3 - "$WORK" "$name" "$*" <<'PY'
+import glob, json, sys
+work, name, overrides = sys.argv[1:]
+summary = json.load(open(sorted(glob.glob(f"{work}/*_{name}/training_summary.json"))[-1]))
+rss_gb = int(open(f"{work}/rss").read().split()[-1]) / 1e6
+print(f"| `{overrides}` | {summary['n_train']} | {summary['train_runtime_s']:.1f} | "
+      f"{summary['train_samples_per_s']:.2f} | {rss_gb:.1f} |")
+PY
+}
+{
+  echo "# Training speed of cpu_small's shapes (\`bash benchmarks/train_shapes.sh\`)"
+  echo
+  echo "- machine: $(python3 -c 'import platform,os;print(platform.processor() or platform.machine(), os.cpu_count(), "cores")'),"\
+       "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); date $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- workload: \`hatelens train --config cpu_small max_train_samples=240 max_val_samples=16 epochs=1"\
+       "eval_on_start=false <overrides>\`, one run after the other; samples/s is the trainer's own over the epoch"
+  echo
+  echo "| overrides | rows | train s | samples/s | peak RSS GB |"
+  echo "|---|---:|---:|---:|---:|"
+  row b4x2 batch_size=4 grad_accum=2
+  row b8x1 batch_size=8 grad_accum=1
+  row b16x1 batch_size=16 grad_accum=1
+  row b8top15 batch_size=8 grad_accum=1 "$ALL_LINEAR" "$TOP15"
+} > "$RESULT"
+cat "$RESULT"
+rm -rf "$WORK"
