@@ -22,6 +22,13 @@ def row(name: str, f1: float, fpr: float = 0.1, fnr: float = 0.1, mexican_fnr: f
         "lgbtq": {"fpr": fpr, "fnr": fnr}, "mexican": {"fpr": 0.1, "fnr": mexican_fnr}}}
 
 
+@pytest.mark.parametrize("name", ["quick", "quality", "quality_gpu", "quality_gpu_fast", "quality_gemma_gpu"])
+def test_every_shipped_sweep_plans_distinct_cells(name):
+    cells = plan_cells(load_sweep(name))
+    assert len(cells) >= 2
+    assert len({cell.identity for cell in cells}) == len(cells)  # no two cells train the same recipe
+
+
 def test_the_winner_is_the_best_f1_within_every_budget():
     rows = [row("best but unfair", 0.9, fpr=0.3), row("fair", 0.7), row("fairer, worse", 0.6)]
     winner, met = pick_winner(rows, RULE)
