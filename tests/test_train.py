@@ -143,6 +143,17 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_adapter(llama_run, tin
         torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4)
 
 
+def test_an_evaluation_before_training_changes_nothing_that_is_trained(llama_run, tiny_llama_dir, tmp_path):
+    with_it, _, _ = llama_run  # eval_on_start=true, dropout 0.1: every step draws masks from torch's generator
+    without = train(tiny_config(tiny_llama_dir, tmp_path, "eval_on_start=false"), score_texts=score_texts,
+                    progress=False)
+    expected = load_file(with_it.adapter_dir / "adapter_model.safetensors")
+    actual = load_file(without.adapter_dir / "adapter_model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=0, rtol=0)
+
+
 # -- out of memory ----------------------------------------------------------------------------------------
 def fail_batches_above(monkeypatch, limit: int) -> None:
     """Every training forward pass over more than `limit` rows raises CUDA's out-of-memory error."""

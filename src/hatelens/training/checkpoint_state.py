@@ -7,6 +7,7 @@ into the same structures. A checkpoint folder then holds only safetensors and JS
 
 import json
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,23 @@ def save_rng(folder: Path) -> None:
     meta = {"python": [version, list(python_state), gauss],
             "numpy": {"kind": kind, "position": int(position), "has_gauss": int(has_gauss), "cached": float(cached)}}
     (Path(folder) / RNG_META_FILE).write_text(json.dumps(meta))
+
+
+@contextmanager
+def unchanged_rng():
+    """Python, NumPy and torch (CPU, CUDA) generators left as they were before the block: whatever the block
+    draws (a DataLoader takes a base seed from torch's generator each time it is iterated) is not drawn from
+    the stream that comes after it."""
+    python, numpy, torch_cpu = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.random.set_rng_state(torch_cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def load_rng(folder: Path) -> bool:

@@ -1,12 +1,13 @@
 """TRL's SFTTrainer, adapted to a classifier whose answer is a few tokens at the end of each record.
 
-Three changes, each small:
+The changes, each small:
 - the loss reads logits only where answers are, and the prompt opening every record shares runs once
   per batch (answer_loss.py: same loss and gradients, less work);
 - each evaluation also scores the validation split exactly as `hatelens evaluate` does (through the
   scoring function the caller hands in, see ValidationScoring) and reports eval_f1 / eval_roc_auc, so the
   best checkpoint can be chosen by F1;
 - checkpoints hold safetensors and JSON only (checkpoint_state.py): nothing is ever unpickled;
+- an evaluation leaves the random streams as it found them, so it never changes what is trained;
 - with `max_batch_tokens`, training batches are bounded by tokens (token_batches.py) instead of rows,
   and every optimizer step is timed (summary.StepClock: the first step, compilation included, apart).
 
@@ -111,6 +112,12 @@ class AnswerSFTTrainer(SFTTrainer):
         return (loss, result.outputs) if return_outputs else loss
 
     # -- validation F1 with the evaluator's own scoring ---------------------------------------------
+    def evaluate(self, *args, **kwargs):
+        """An evaluation (before training, or at an epoch's end) draws nothing from the training's random
+        streams: a run with or without `eval_on_start`, or with more evaluations, trains the same weights."""
+        with checkpoint_state.unchanged_rng():
+            return super().evaluate(*args, **kwargs)
+
     def evaluation_loop(self, *args, **kwargs):
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", "eval")
