@@ -16,6 +16,8 @@ from collections import defaultdict
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
+from hatelens.evaluation.calibrate import best_f1_threshold
+
 
 def load(predictions: str, unified: str) -> list[dict]:
     by_text = {}
@@ -54,8 +56,7 @@ def breakdown(rows: list[dict]) -> list[str]:
 def ceilings(rows: list[dict], max_fpr: float, max_fnr: float) -> list[str]:
     y = np.array([row["hate"] for row in rows])
     scores = np.array([row["score"] for row in rows])
-    f1 = [(f1_score(y, scores >= t), t) for t in np.unique(scores)]
-    best_f1, at = max(f1)
+    at, best_f1 = best_f1_threshold(y.astype(int), scores)  # what `hatelens calibrate` would pick on these rows
     lines = [f"best F1 of any single threshold on these rows: {best_f1:.3f} (at {at:.3f}; at 0.5: "
              f"{f1_score(y, scores >= 0.5):.3f})"]
     for group in sorted({row["group"] for row in rows}):

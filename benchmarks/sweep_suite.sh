@@ -6,6 +6,9 @@
 #   OUT=$OUT bash benchmarks/sweep_suite.sh        -> $OUT/suite_cells.json {cell name: per_functionality, ...}
 #   python benchmarks/sweep_suite.py $OUT/suite_cells.json   # the table (non-hate accuracy, hate recall)
 set -u
+# the environment gpu_quality_sweep.sh sets up: its packages in /tmp/site, its converted models, offline
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTHONPATH=/tmp/site:$PWD/src HATELENS_CACHE=/tmp/hatelens_cache
 OUT=${OUT:-/tmp/sweep_suite}; mkdir -p "$OUT"
 for adapter in runs/sweeps/cells/*/train/*/adapter; do
   id=$(echo "$adapter" | cut -d/ -f4)
