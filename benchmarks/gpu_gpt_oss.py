@@ -200,25 +200,31 @@ def profile_scoring(model, tokenizer, template, examples, *, batch_size: int, to
 def check_fp32(model, tokenizer, templates, examples, *, batch_size: int = 64) -> list[dict]:
     """The fast paths against the plain eager path with the model in float32, where bf16 rounding (and the
     expert choices it flips in a random MoE) cannot hide a real difference. The model returns to bf16 after."""
-    from hatelens.backends import fast_paths
+    from hatelens.backends import fast_paths, fused_kernels
 
     model.float()
     results = []
     packed = fast_paths.packs_moe_tokens(model)
+    fused = getattr(model.config, "_experts_implementation", None) == fused_kernels.IMPLEMENTATION
     try:
         for name, template in templates.items():
             fast_paths.unpack_moe_tokens(model)
+            fused_kernels.unfuse(model)
             model.set_attn_implementation("eager")
             texts = [example.text for example in examples]
             plain = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size,
                                                    reuse_prefix=False).classify(texts)]
             prefix = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
             use_sink_attention(model)
-            fused = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
+            fused_sinks = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
             fast_paths.pack_moe_tokens(model)  # the experts on real tokens only
             skip = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]
-            for variant, scores in (("prefix reuse, eager", prefix), ("prefix reuse, fused sinks", fused),
-                                    ("prefix reuse, fused sinks, experts skip pads", skip)):
+            variants = [("prefix reuse, eager", prefix), ("prefix reuse, fused sinks", fused_sinks),
+                        ("prefix reuse, fused sinks, experts skip pads", skip)]
+            if fused_kernels.use_fused_kernels(model):  # the experts' Triton kernels (as shipped)
+                variants.append(("as shipped: + fused experts", [
+                    o.score for o in HFClassifier(model, tokenizer, template, batch_size=batch_size).classify(texts)]))
+            for variant, scores in variants:
                 gaps = sorted(abs(a - b) for a, b in zip(scores, plain))
                 results.append({"template": name, "variant": variant, "rows": len(texts), "max_abs_dp": gaps[-1],
                                 "median_abs_dp": gaps[len(gaps) // 2], "same_side_of_0.5": sum(
@@ -227,6 +233,7 @@ def check_fp32(model, tokenizer, templates, examples, *, batch_size: int = 64) -
         model.to(torch.bfloat16)
         model.set_attn_implementation("eager")
         (fast_paths.pack_moe_tokens if packed else fast_paths.unpack_moe_tokens)(model)
+        (fused_kernels.use_fused_kernels if fused else fused_kernels.unfuse)(model)
     return results
 
 

@@ -12,7 +12,8 @@ order 2, 3, 1 so that the longest part comes last and gets the time left of --bu
 3. in this process, `evaluate()` with the model loaded once: first call and warm call (baseline and
    policy_persona), the seed's method (generate, batch 1) and the utilisation over computed tokens only
    (the shared opening counts once: prefix reuse never computes it again);
-4. float32 agreement of the fast paths (prefix reuse, fused sinks, compiled gate) with the plain eager path.
+4. float32 agreement of the fast paths (prefix reuse, fused sinks, experts skipping pads, fused experts, compiled
+   gate) with the plain eager path.
 Writes OUT/gpu_run.json and OUT/gpu_run.md.
 """
 
@@ -33,9 +34,11 @@ import gpu_gpt_oss as bench  # noqa: E402
 
 RUN_CONFIG = "configs/run/gpt_oss_20b.yaml"
 # fresh `hatelens evaluate` processes, in this order: as shipped (the first pays for whatever the machine has not
-# read from its disk yet), the experts on every padded token, as shipped again
-FRESH_PROCESSES = [("fresh_process_eval", {}), ("fresh_process_eval_experts_every_token", {"HATELENS_PACK_MOE": "0"}),
-                   ("fresh_process_eval_second", {})]
+# read from its disk yet; the fused experts' Triton kernels come from Triton's disk cache where an earlier
+# process compiled them), as shipped with an empty Triton cache (a machine's first process: the kernels compiled),
+# transformers' experts and norms (HATELENS_TRITON_KERNELS=0), as shipped again
+FRESH_PROCESSES = [("fresh_process_eval", {}), ("fresh_process_eval_empty_triton_cache", {"TRITON_CACHE_DIR": "{work}/triton"}),
+                   ("fresh_process_eval_triton_off", {"HATELENS_TRITON_KERNELS": "0"}), ("fresh_process_eval_second", {})]
 TEST = "data/unified/unified_test.json"
 
 
@@ -107,6 +110,7 @@ def pipeline_run(args, results: Results) -> None:
 def fresh_process_eval(args, results: Results) -> None:
     """`hatelens evaluate` in new processes, one after the other (FRESH_PROCESSES)."""
     for key, env in FRESH_PROCESSES:
+        env = {name: value.format(work=args.work) for name, value in env.items()}
         out_dir = Path(args.work) / f"cold_{key}"
         command = [sys.executable, "-m", "hatelens", "evaluate", "--model", args.model, "--template", "baseline",
                    "--data", TEST, "--output-dir", str(out_dir), "--quiet", "--batch-size", "256",
@@ -175,6 +179,7 @@ def in_process(args, results: Results) -> None:
         warm.update(prompt_tokens=sum(map(len, ids)), computed_tokens=computed, prefix_tokens=prefix)
         if rate:  # useful work over computed tokens only, against the card's measured bf16 matmul rate
             warm["utilisation"] = round(2 * active * computed / (warm["scoring_wall_s"] * rate * 1e12), 3)
+    timings.update(time_unfused(args, model, tokenizer))
     timings.update(time_cudnn_attention(args, model, tokenizer))
     timings["baseline warm, compiled gate"] = time_compiled_gate(args, model, tokenizer)
     timings["policy_over_baseline"] = round(timings["policy_persona warm"]["scoring_wall_s"]
@@ -202,25 +207,44 @@ def time_cudnn_attention(args, model, tokenizer) -> dict:
     return {f"baseline {attempt}, cuDNN attention": call for attempt, call in zip(("first", "warm"), calls)}
 
 
-def time_compiled_gate(args, model, tokenizer) -> dict:
-    """The baseline warm again with the experts' gate compiled (off by default: see ModelConfig)."""
-    from hatelens.backends.fast_paths import compile_expert_gate, restore_expert_gate, warm_up_expert_gate
+def time_unfused(args, model, tokenizer) -> dict:
+    """The baseline first and warm calls again with transformers' experts and norms
+    (the fused Triton kernels off, as HATELENS_TRITON_KERNELS=0 does)."""
+    from hatelens.backends.fused_kernels import unfuse, use_fused_kernels
 
+    unfuse(model)
+    try:
+        calls, _ = first_and_warm(args, model, tokenizer, "baseline", "unfused")
+    finally:
+        use_fused_kernels(model)
+    return {f"baseline {attempt}, Triton kernels off": call for attempt, call in zip(("first", "warm"), calls)}
+
+
+def time_compiled_gate(args, model, tokenizer) -> dict:
+    """The baseline warm again with the experts unfused and their gate compiled (off by default: see ModelConfig)."""
+    from hatelens.backends.fast_paths import compile_expert_gate, restore_expert_gate, warm_up_expert_gate
+    from hatelens.backends.fused_kernels import unfuse, use_fused_kernels
+
+    unfuse(model)  # the fused kernels apply the gate themselves
     if not compile_expert_gate(model):
+        use_fused_kernels(model)
         return {"skipped": "no gate to compile"}
     compile_s = warm_up_expert_gate(model, backward=False)
     (first, warm), _ = first_and_warm(args, model, tokenizer, "baseline", "compiled")
     restore_expert_gate(model)
+    use_fused_kernels(model)
     return {"compile_s": round(compile_s, 2), "first_s": first["scoring_wall_s"], "scoring_wall_s": warm["scoring_wall_s"]}
 
 
 def check_compiled_gate(model, tokenizer, template, examples) -> dict:
     """Plain eager path in float32 with the eager gate, then with the compiled gate: max |dP|."""
     from hatelens.backends.fast_paths import GATE_COMPILATIONS, compile_expert_gate, restore_expert_gate
+    from hatelens.backends.fused_kernels import unfuse, use_fused_kernels
     from hatelens.backends.hf import HFClassifier
 
     texts = [example.text for example in examples]
     model.float()
+    unfuse(model)
     try:
         eager = [o.score for o in HFClassifier(model, tokenizer, template, batch_size=64, reuse_prefix=False).classify(texts)]
         compile_expert_gate(model)
@@ -229,6 +253,7 @@ def check_compiled_gate(model, tokenizer, template, examples) -> dict:
     finally:
         restore_expert_gate(model)
         model.to(torch.bfloat16)
+        use_fused_kernels(model)
     gaps = sorted(abs(a - b) for a, b in zip(eager, compiled))
     return {"rows": len(texts), "max_abs_dp": gaps[-1], "median_abs_dp": gaps[len(gaps) // 2],
             "gate_compilations_in_process": GATE_COMPILATIONS["count"]}

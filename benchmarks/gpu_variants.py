@@ -8,9 +8,10 @@
    recomputed in backward (the default) and without (`recompute_expert_gate=false`). Samples/s and peak
    memory are read from each run's training_summary.json (the first step, compilation and warm-up, apart).
 2. Evaluation of the 1,009 test texts through `HFClassifier.classify` (what `hatelens evaluate` calls):
-   at several batch shapes, with the experts skipping pads (as shipped) and computing every padded token;
-   (prompt rendering and tokenizing, the shared opening, the batches), and the CUDA kernels of one warm call (torch.profiler), so that the utilisation
-   figure of gpu_run.md has a breakdown.
+   at several batch shapes: as shipped (fused_kernels.py's Triton kernels, the experts skipping pads), with
+   transformers' experts and norms instead, and with the Triton kernels on every padded token; then one warm call
+   part by part (prompt rendering and tokenizing, the shared opening, the batches) and its CUDA kernels
+   (torch.profiler), so that the utilisation figure of gpu_run.md has a breakdown.
 Writes OUT/gpu_variants.json and OUT/gpu_variants.md (rewritten after each part: a cut-off run keeps what it has).
 """
 
@@ -78,7 +79,7 @@ def train_variants(args, data: dict, out: Path) -> None:
 
 
 def eval_variants(args, data: dict, out: Path) -> None:
-    from hatelens.backends import fast_paths, prompts
+    from hatelens.backends import fast_paths, fused_kernels, prompts
     from hatelens.backends.hf import HFClassifier, load_for_inference
     from hatelens.config import ModelConfig
     from hatelens.data import load_examples
@@ -90,8 +91,10 @@ def eval_variants(args, data: dict, out: Path) -> None:
     result = data.setdefault("evaluation", {"texts": len(texts), "experts": report.get("experts"),
                                             "speedups": report.get("applied")})
     shapes = {}
-    for packed in (True, False):  # the experts on real tokens only (as shipped), then on every padded token
+    # as shipped (Triton kernels, experts on real tokens only), transformers' experts and norms, Triton on every padded token
+    for fused, packed in ((True, True), (False, True), (True, False)):
         (fast_paths.pack_moe_tokens if packed else fast_paths.unpack_moe_tokens)(model)
+        (fused_kernels.use_fused_kernels if fused else fused_kernels.unfuse)(model)
         for rows, tokens in EVAL_SHAPES:
             classifier = HFClassifier(model, tokenizer, template, batch_size=rows, max_batch_tokens=tokens)
             walls = []
@@ -100,12 +103,14 @@ def eval_variants(args, data: dict, out: Path) -> None:
                 started = time.perf_counter()
                 classifier.classify(texts)
                 walls.append(round(time.perf_counter() - started, 3))
-            name = f"{rows} rows / {tokens} tokens, experts {'skip pads' if packed else 'on every token'}"
+            kernels = "Triton kernels" if fused else "transformers' experts and norms"
+            name = f"{rows} rows / {tokens} tokens, {kernels}, experts {'skip pads' if packed else 'on every token'}"
             shapes[name] = {"first_s": walls[0], "warm_s": walls[1:],
                             "batches": classifier.timing["later_batches"] // 3 + 1}
             result["shapes"] = shapes
             save(out, data)
     fast_paths.pack_moe_tokens(model)
+    fused_kernels.use_fused_kernels(model)
     classifier = HFClassifier(model, tokenizer, template, batch_size=256, max_batch_tokens=32768)
     classifier.classify(texts)
     for parallel in ("true", "false"):  # the Rust tokenizer reads it at each call; users' default is true

@@ -5,6 +5,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import torch  # noqa: E402
+
+# Without a CUDA device, Triton's interpreter runs gpt-oss's Triton kernels on the CPU (test_fused_kernels.py).
+# Set before Triton is imported: its own helpers (tl.sigmoid, tl.sum) are compiled as it is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest  # noqa: E402
 from fixtures import tiny_bert, tiny_gpt_oss, tiny_llama  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import uvicorn
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForCausalLM,
@@ -232,6 +231,8 @@ def serving(app, *, startup_timeout_s: float = 20.0):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    import uvicorn  # here: the GPU machine runs the gpu tests without the serve extra
+
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

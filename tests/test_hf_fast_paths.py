@@ -115,6 +115,30 @@ def test_prefix_reuse_with_fused_sink_attention(tiny_gpt_oss_dir):
     assert _scores(fast, TEXTS) == pytest.approx(_scores(plain, TEXTS), abs=1e-5)
 
 
+def test_fused_sink_attention_builds_each_mask_once_a_forward_pass_and_frees_it(tiny_gpt_oss_dir, monkeypatch):
+    from hatelens.backends import fast_paths
+
+    eager = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir).eval()
+    fused = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir).eval()
+    use_sink_attention(fused)
+    built = []
+    original = fast_paths._mask_with_sinks
+    monkeypatch.setattr(fast_paths, "_mask_with_sinks", lambda mask, *args: (
+        built.append(len(fast_paths._SINK_MASKS)), original(mask, *args))[1])
+    torch.manual_seed(1)
+    for width in (40, 23):  # two forward passes, other masks: nothing of the first may serve the second
+        input_ids = torch.randint(0, eager.config.vocab_size, (2, width))
+        attention_mask = torch.ones_like(input_ids)
+        attention_mask[1, :5] = 0
+        with torch.no_grad():
+            expected = eager(input_ids=input_ids, attention_mask=attention_mask).logits
+            got = fused(input_ids=input_ids, attention_mask=attention_mask).logits
+        assert torch.allclose(got[attention_mask.bool()], expected[attention_mask.bool()], atol=1e-5)
+        assert fast_paths._SINK_MASKS == {}  # freed with the forward pass's masks
+    # per forward pass: the sliding layer built its mask (none cached before it), the full layer one more
+    assert built == [0, 1, 0, 1]
+
+
 @pytest.mark.parametrize("reuse_prefix", [True, False])
 def test_experts_that_skip_pads_give_the_same_scores(tiny_gpt_oss_dir, reuse_prefix):
     """pack_moe_tokens: the router and experts see only the real tokens of a padded batch (right padding after

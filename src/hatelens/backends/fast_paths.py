@@ -1,6 +1,9 @@
 """Speed-ups for gpt-oss on a CUDA device, switched on by `load_for_inference` and `hatelens train`.
 
 Measured on one H200 with gpt-oss-20b's shape:
+- for inference, the experts' biases, gate, routing weights and sum over the choices in two Triton kernels
+  around the grouped matrix products, and each RMS norm in one (`fused_kernels.py`; HATELENS_TRITON_KERNELS=0
+  turns them off);
 - the experts' gate (clamp, sigmoid and products over every routed token: six passes over a
   (tokens x 4, 2880) tensor in eager mode) compiled by torch.compile into one kernel. Opt-in
   (`compile_expert_gate`): its compilation costs 4-7 s a process for inference and 66 s for training,
@@ -22,9 +25,12 @@ import contextvars
 import logging
 import os
 import time
+import weakref
 
 import torch
 from torch.nn.attention import sdpa_kernel
+
+from hatelens.backends import fused_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +46,13 @@ def use_gpu_speedups(model, *, inference: bool, compile_gate: bool = False, reco
     when the gate is not compiled (a compiled backward already recomputes what it does not keep)."""
     if model.config.model_type != "gpt_oss" or next(model.parameters()).device.type != "cuda":
         return {"applied": []}
+    fused = fused_kernels.use_fused_kernels(model) if inference else []  # experts and norms in Triton kernels
     experts = describe_experts(model)
-    report = {"applied": [], "experts": experts}
-    if not compile_gate:
+    report = {"applied": fused, "experts": experts}
+    if "fused experts" in fused:
+        if compile_gate:
+            logger.info("compile_expert_gate is not needed: the fused experts apply the gate in their own kernel")
+    elif not compile_gate:
         if not inference and recompute_gate and recompute_expert_gate(model):
             report["applied"].append("expert gate recomputed in backward")
         logger.info("gpt-oss experts run by %s with the eager gate (compile_expert_gate is off)", experts)
@@ -207,9 +217,7 @@ def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=
     group = heads // kv_heads
     zeros = key.new_zeros(batch, kv_heads, 1, dim)
     key, value = torch.cat([key, zeros], dim=2), torch.cat([value, zeros], dim=2)
-    allowed = attention_mask[:, :, None, :, :kv_length].expand(batch, kv_heads, group, q_length, kv_length)
-    sinks = kwargs["s_aux"].view(1, kv_heads, group, 1, 1).expand(batch, -1, -1, q_length, 1)
-    mask = torch.cat([allowed, sinks.to(allowed.dtype)], dim=-1).view(batch, kv_heads, group * q_length, -1)
+    mask = _mask_with_sinks(attention_mask, kwargs["s_aux"], kv_heads, group, q_length, kv_length)
     backends = sink_backends()
     with sdpa_kernel(backends) if backends else contextlib.nullcontext():
         output = torch.nn.functional.scaled_dot_product_attention(
@@ -218,6 +226,36 @@ def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=
         )
     # reshape, not view: the kernel's output layout depends on the dtype and the backend chosen
     return output.reshape(batch, heads, q_length, dim).transpose(1, 2).contiguous(), None
+
+
+# id(a layer's additive attention mask) -> ((shape key), (batch, kv heads, group, q, kv + 1) mask buffer): a forward
+# pass hands every layer of one attention type the same mask tensor, so the buffer is built once per forward and
+# type; each entry goes with its mask tensor (weakref.finalize), at the end of the forward pass.
+_SINK_MASKS: dict[int, tuple] = {}
+
+
+def _mask_with_sinks(attention_mask, sinks, kv_heads: int, group: int, q_length: int, kv_length: int):
+    """The (batch, kv heads, group x q, kv + 1) additive mask of `sdpa_with_sinks`: the layer's mask for every
+    query head, and the layer's sink logits as the last column. Inference builds the first part once per mask
+    tensor and writes only the sink column a layer (it was a 5-D concatenation a layer: 4-13% of a warm
+    evaluation's GPU time); with gradients the mask is built afresh (autograd must not see a buffer rewritten)."""
+    batch, dtype = attention_mask.shape[0], attention_mask.dtype
+    sinks = sinks.view(1, kv_heads, group, 1, 1).to(dtype)
+    allowed = attention_mask[:, :, None, :, :kv_length]
+    if torch.is_grad_enabled():
+        return torch.cat([allowed.expand(batch, kv_heads, group, q_length, kv_length),
+                          sinks.expand(batch, -1, -1, q_length, 1)], dim=-1).view(batch, kv_heads, group * q_length, -1)
+    shape = (batch, kv_heads, group, q_length, kv_length + 1)
+    entry = _SINK_MASKS.get(id(attention_mask))
+    if entry is None or entry[0] != (shape, attention_mask.device):
+        buffer = attention_mask.new_empty(shape)
+        buffer[..., :kv_length] = allowed
+        if entry is None:
+            weakref.finalize(attention_mask, _SINK_MASKS.pop, id(attention_mask), None)
+        entry = _SINK_MASKS[id(attention_mask)] = ((shape, attention_mask.device), buffer)
+    buffer = entry[1]
+    buffer[..., kv_length:] = sinks
+    return buffer.view(batch, kv_heads, group * q_length, kv_length + 1)
 
 
 def use_sink_attention(model) -> None:

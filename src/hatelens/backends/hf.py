@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hatelens import extras
-from hatelens.backends import adapters, fast_paths, models, prompts
+from hatelens.backends import adapters, fast_paths, fused_kernels, models, prompts
 from hatelens.backends.base import Output
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
 from hatelens.backends.parsing import parse_answer
@@ -335,8 +335,12 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
     placement = plan_placement(config, source, dtype, device)
     logger.info("%s: %s", source.model_id, describe(placement))
     split = {"device_map": placement.device_map} if placement.device_map else {}
+    # gpt-oss on CUDA: Triton compiles (or reads from its disk cache) the fused kernels while the weights load
+    compiling = None if source.gguf_file else fused_kernels.compile_in_background(source.path, str(device), dtype)
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               revision=config.revision, tokenizer=tokenizer, **split)
+    if compiling is not None:
+        compiling.join()
     speedups = fast_paths.use_gpu_speedups(model, inference=True, compile_gate=config.compile_expert_gate)
     version = source.model_id
     if adapter:

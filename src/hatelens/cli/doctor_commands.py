@@ -54,8 +54,10 @@ def gpu_lines() -> list[str]:
             bf16 = torch.cuda.is_bf16_supported()
         lines.append(f"GPU {index}         {properties.name}, {properties.total_memory / 2**30:.0f} GiB, "
                      f"compute {properties.major}.{properties.minor}, bf16 {'yes' if bf16 else 'no'}")
-        lines.append("              gpt-oss fast paths: fused sink attention, no cuDNN, experts skip pads, warm-up at "
-                     "load (inference); experts' gate recomputed in backward (training); compiled expert gate (opt-in)")
+        fused = "fused experts (Triton), " if importlib.util.find_spec("triton") else "no fused experts (no Triton), "
+        lines.append(f"              gpt-oss fast paths: {fused}fused sink attention, no cuDNN, experts skip pads, "
+                     "warm-up at load (inference); experts' gate recomputed in backward (training); compiled expert "
+                     "gate (opt-in)")
     for extra, packages in EXTRAS.items():
         missing = [name for name in packages if importlib.util.find_spec(name) is None]
         lines.append(f"{extra:<14}{'installed' if not missing else 'missing: ' + ', '.join(missing)}")

@@ -1,0 +1,222 @@
+"""gpt-oss inference on CUDA with its elementwise work fused into Triton kernels (triton_kernels.py).
+
+Profiled on one H200 (benchmarks/results/gpu_variants.md), about half of a warm evaluation's GPU time went to
+small elementwise kernels around the matrix products. Two groups are fused here:
+- the experts (`fused_experts_forward`, in place of transformers' `grouped_mm` forward, which gathers every
+  routed row's biases into S x 5,760 and S x 2,880 tensors written only to be added, applies the clamped
+  SwiGLU gate in seven passes over strided halves, weights, unsorts and sums the rows): the two grouped
+  products run without their biases, `bias_gate` adds the first bias and applies the gate in registers, and
+  `combine` sums each token's top-k rows, weighted, with the second bias, in float32;
+- the RMS norms (`fused_rms_norm`, 49 a forward pass, each seven elementwise kernels in eager): one kernel.
+Same arithmetic, in float32 registers (transformers rounds to bf16 between its passes).
+
+Inference only: with gradients (training), on a CPU, or for other models, transformers' code runs.
+`use_fused_kernels` switches a model (`fast_paths.use_gpu_speedups` calls it; HATELENS_TRITON_KERNELS=0 keeps
+transformers' code, so benchmarks compare the two). Triton compiles each kernel on its first call and keeps it in
+its disk cache for later processes; `compile_in_background` pays that while the weights load.
+"""
+
+import functools
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+IMPLEMENTATION = "hatelens_fused"  # the name registered in transformers' ExpertsInterface
+BLOCK = 1024  # columns an experts' kernel program handles (gpt-oss: 2,880 wide, three programs a row)
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _runs_here(tensor: torch.Tensor) -> bool:
+    """Kernels run on CUDA tensors, and on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1: tests)."""
+    return not torch.is_grad_enabled() and (tensor.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def use_fused_kernels(model) -> list[str]:
+    """Switch `model` (gpt-oss with bf16 or fp32 `GptOssExperts`) to the fused kernels; the names of what
+    applies ([] for other models, without Triton, with HATELENS_TRITON_KERNELS=0, or if the kernels do not
+    compile here: logged)."""
+    if os.environ.get("HATELENS_TRITON_KERNELS") == "0" or model.config.model_type != "gpt_oss":
+        return []
+    if not triton_available():
+        logger.warning("Triton is not installed: gpt-oss runs transformers' experts and norms")
+        return []
+    parameter = next(model.parameters())
+    if not kernels_compile(str(parameter.device), parameter.dtype, *_dimensions(model.config)):
+        return []
+    return [name for name, applies in (("fused experts", use_fused_experts(model)),
+                                       ("fused RMSNorm", use_fused_norms(model))) if applies]
+
+
+def unfuse(model) -> None:
+    unfuse_experts(model)
+    unfuse_norms(model)
+
+
+# -- experts ----------------------------------------------------------------------------------------------
+def use_fused_experts(model) -> bool:
+    """Every `GptOssExperts` of `model` through `fused_experts_forward` (the implementation is read from the
+    config). False, changing nothing, where the experts do not run transformers' grouped_mm (MXFP4 kernels)."""
+    experts = [module for module in model.modules() if type(module).__name__ == "GptOssExperts"]
+    if not experts or getattr(model.config, "_experts_implementation", None) not in ("grouped_mm", IMPLEMENTATION):
+        return False
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+    ALL_EXPERTS_FUNCTIONS.register(IMPLEMENTATION, fused_experts_forward)
+    model.set_experts_implementation(IMPLEMENTATION)
+    return True
+
+
+def unfuse_experts(model) -> None:
+    """Back to transformers' grouped_mm forward."""
+    if getattr(model.config, "_experts_implementation", None) == IMPLEMENTATION:
+        model.set_experts_implementation("grouped_mm")
+
+
+def fused_experts_forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                          top_k_weights: torch.Tensor) -> torch.Tensor:
+    """The experts' output for (tokens x hidden) `hidden_states` routed to `top_k_index` with `top_k_weights`
+    (tokens x top-k each): transformers' `grouped_mm_experts_forward`, same signature and result."""
+    from transformers.integrations.moe import _grouped_mm, grouped_mm_experts_forward
+
+    if not (_runs_here(hidden_states) and self.is_transposed):
+        return grouped_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights)
+    device, top_k = hidden_states.device, top_k_index.shape[-1]
+    experts, order = torch.sort(top_k_index.reshape(-1))  # the routed rows, grouped by expert
+    rows = hidden_states.index_select(0, order // top_k)
+    counts = torch.histc(experts.int() if device.type == "cuda" else experts.float(), bins=self.num_experts,
+                         min=0, max=self.num_experts - 1)
+    offsets = torch.cumsum(counts, dim=0, dtype=torch.int32)
+    gate_up = _grouped_mm(rows, self.gate_up_proj, offs=offsets)
+    gated = bias_gate(gate_up, self.gate_up_proj_bias, experts, alpha=self.alpha, limit=self.limit)
+    down = _grouped_mm(gated, self.down_proj, offs=offsets)
+    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
+    return combine(down, self.down_proj_bias, top_k_index, top_k_weights, position)
+
+
+def bias_gate(gate_up: torch.Tensor, bias: torch.Tensor, experts: torch.Tensor, *, alpha: float,
+              limit: float) -> torch.Tensor:
+    """(rows x width) clamped SwiGLU of `gate_up` (rows x 2 width, gate and up interleaved) plus row i's
+    expert's `bias` (experts x 2 width), `experts[i]` being row i's expert."""
+    from hatelens.backends import triton_kernels
+
+    rows, width = gate_up.shape[0], gate_up.shape[1] // 2
+    out = gate_up.new_empty(rows, width)
+    if rows:
+        triton_kernels.bias_gate_kernel[(rows, -(-width // BLOCK))](
+            gate_up.contiguous(), bias.contiguous(), experts.contiguous(), out, width, float(alpha), float(limit),
+            BLOCK=BLOCK)
+    return out
+
+
+def combine(down: torch.Tensor, bias: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
+            position: torch.Tensor) -> torch.Tensor:
+    """(tokens x hidden): for each token, the sum over its choices k of top_k_weights[t, k] x (down row
+    position[t x top_k + k] + bias of expert top_k_index[t, k])."""
+    from hatelens.backends import triton_kernels
+
+    tokens, top_k = top_k_index.shape
+    width = down.shape[1]
+    out = down.new_empty(tokens, width)
+    if tokens:
+        triton_kernels.combine_kernel[(tokens, -(-width // BLOCK))](
+            down.contiguous(), bias.contiguous(), top_k_index.contiguous(), top_k_weights.contiguous(),
+            position.contiguous(), out, width, TOP_K=top_k, BLOCK=BLOCK)
+    return out
+
+
+# -- RMS norms ----------------------------------------------------------------------------------------------
+def use_fused_norms(model) -> bool:
+    """Every `GptOssRMSNorm` of `model` through `fused_rms_norm` (an instance attribute: `unfuse_norms` undoes it)."""
+    norms = [module for module in model.modules() if type(module).__name__ == "GptOssRMSNorm"]
+    for norm in norms:
+        norm.forward = _fused_norm_forward.__get__(norm)
+    return bool(norms)
+
+
+def unfuse_norms(model) -> None:
+    for module in model.modules():
+        if getattr(module.__dict__.get("forward"), "__func__", None) is _fused_norm_forward:
+            del module.forward
+
+
+def _fused_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    if not _runs_here(hidden_states):
+        return type(self).forward(self, hidden_states)
+    return fused_rms_norm(hidden_states, self.weight, self.variance_epsilon)
+
+
+def fused_rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """GptOssRMSNorm: weight x (x / sqrt(mean(x^2) + eps)) over the last dimension, in float32, in x's dtype."""
+    from hatelens.backends import triton_kernels
+
+    width = hidden_states.shape[-1]
+    flat = hidden_states.reshape(-1, width).contiguous()
+    out = torch.empty_like(flat)
+    if len(flat):
+        triton_kernels.rms_norm_kernel[(len(flat),)](flat, weight.contiguous(), out, width, float(eps),
+                                                     BLOCK=max(16, 1 << (width - 1).bit_length()))
+    return out.view(hidden_states.shape)
+
+
+# -- compiling ----------------------------------------------------------------------------------------------
+def _dimensions(config) -> tuple[int, int, int, int]:
+    return config.hidden_size, config.intermediate_size, config.num_local_experts, config.num_experts_per_tok
+
+
+@functools.cache
+def kernels_compile(device: str, dtype: torch.dtype, hidden: int, intermediate: int, experts: int,
+                    top_k: int) -> bool:
+    """Run each kernel once on small tensors of the model's widths, dtype and device (so Triton compiles the
+    variants the model will call): True if they ran; False, logged, if Triton failed here."""
+    try:
+        generator = torch.Generator().manual_seed(0)
+        rows = torch.randn(3, hidden, generator=generator).to(device, dtype)
+        fused_rms_norm(rows, torch.ones(hidden, dtype=dtype).to(device), 1e-5)
+        gate_up = torch.randn(3, 2 * intermediate, generator=generator).to(device, dtype)
+        bias_gate(gate_up, torch.zeros(experts, 2 * intermediate, dtype=dtype, device=device),
+                  torch.zeros(3, dtype=torch.long, device=device), alpha=1.0, limit=1.0)
+        choices = torch.zeros(3, top_k, dtype=torch.long, device=device)
+        combine(torch.randn(3 * top_k, hidden, generator=generator).to(device, dtype),
+                torch.zeros(experts, hidden, dtype=dtype, device=device), choices,
+                torch.ones(3, top_k, dtype=dtype, device=device), torch.arange(3 * top_k, device=device))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+    except Exception as error:  # a compiler or driver problem: the model keeps transformers' code
+        logger.warning("gpt-oss's Triton kernels do not run here (%s: %s): transformers' experts and norms are "
+                       "used", type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return False
+    return True
+
+
+def compile_in_background(model_path: str, device: str, dtype: torch.dtype) -> threading.Thread | None:
+    """Start compiling the kernels for the gpt-oss model in `model_path` (a folder with config.json) while its
+    weights load; join the thread before the model runs. None (nothing started) for other models or devices."""
+    config_file = Path(model_path) / "config.json"
+    if not device.startswith("cuda") or os.environ.get("HATELENS_TRITON_KERNELS") == "0" or not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if config.get("model_type") != "gpt_oss" or not triton_available():
+        return None
+    dimensions = (config["hidden_size"], config["intermediate_size"], config["num_local_experts"],
+                  config["num_experts_per_tok"])
+    index = torch.cuda.current_device() if device == "cuda" else int(device.split(":")[1])
+    thread = threading.Thread(target=kernels_compile, args=(f"cuda:{index}", dtype, *dimensions),
+                              name="hatelens-triton-compile", daemon=True)
+    thread.start()
+    return thread
