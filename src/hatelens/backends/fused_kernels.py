@@ -16,6 +16,7 @@ transformers' code, so benchmarks compare the two). Triton compiles each kernel 
 its disk cache for later processes; `compile_in_background` pays that while the weights load.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -42,6 +43,12 @@ def triton_available() -> bool:
 def _runs_here(tensor: torch.Tensor) -> bool:
     """Kernels run on CUDA tensors, and on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1: tests)."""
     return not torch.is_grad_enabled() and (tensor.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def _on_device_of(tensor: torch.Tensor):
+    """Triton launches on the current CUDA device: a model split over several GPUs (placement split) has layers
+    on the others, so each launch runs with its tensors' device current."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 def use_fused_kernels(model) -> list[str]:
@@ -115,9 +122,10 @@ def bias_gate(gate_up: torch.Tensor, bias: torch.Tensor, experts: torch.Tensor, 
     rows, width = gate_up.shape[0], gate_up.shape[1] // 2
     out = gate_up.new_empty(rows, width)
     if rows:
-        triton_kernels.bias_gate_kernel[(rows, -(-width // BLOCK))](
-            gate_up.contiguous(), bias.contiguous(), experts.contiguous(), out, width, float(alpha), float(limit),
-            BLOCK=BLOCK)
+        with _on_device_of(gate_up):
+            triton_kernels.bias_gate_kernel[(rows, -(-width // BLOCK))](
+                gate_up.contiguous(), bias.contiguous(), experts.contiguous(), out, width, float(alpha), float(limit),
+                BLOCK=BLOCK)
     return out
 
 
@@ -131,9 +139,10 @@ def combine(down: torch.Tensor, bias: torch.Tensor, top_k_index: torch.Tensor, t
     width = down.shape[1]
     out = down.new_empty(tokens, width)
     if tokens:
-        triton_kernels.combine_kernel[(tokens, -(-width // BLOCK))](
-            down.contiguous(), bias.contiguous(), top_k_index.contiguous(), top_k_weights.contiguous(),
-            position.contiguous(), out, width, TOP_K=top_k, BLOCK=BLOCK)
+        with _on_device_of(down):
+            triton_kernels.combine_kernel[(tokens, -(-width // BLOCK))](
+                down.contiguous(), bias.contiguous(), top_k_index.contiguous(), top_k_weights.contiguous(),
+                position.contiguous(), out, width, TOP_K=top_k, BLOCK=BLOCK)
     return out
 
 
@@ -166,8 +175,9 @@ def fused_rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float
     flat = hidden_states.reshape(-1, width).contiguous()
     out = torch.empty_like(flat)
     if len(flat):
-        triton_kernels.rms_norm_kernel[(len(flat),)](flat, weight.contiguous(), out, width, float(eps),
-                                                     BLOCK=max(16, 1 << (width - 1).bit_length()))
+        with _on_device_of(flat):
+            triton_kernels.rms_norm_kernel[(len(flat),)](flat, weight.contiguous(), out, width, float(eps),
+                                                         BLOCK=max(16, 1 << (width - 1).bit_length()))
     return out.view(hidden_states.shape)
 
 
