@@ -134,6 +134,7 @@ def test_kernels_that_fail_to_compile_leave_transformers_code(tiny_gpt_oss_dir, 
 def test_compiling_starts_in_the_background_only_for_gpt_oss_on_cuda(tiny_gpt_oss_dir, tiny_llama_dir):
     assert fused_kernels.compile_in_background(str(tiny_gpt_oss_dir), "cpu", torch.float32) is None
     assert fused_kernels.compile_in_background(str(tiny_llama_dir), "cuda", torch.bfloat16) is None
+    assert fused_kernels.compile_in_background("nobody/not-in-the-cache", "cuda", torch.bfloat16) is None
     if torch.cuda.is_available():
         thread = fused_kernels.compile_in_background(str(tiny_gpt_oss_dir), "cuda", torch.bfloat16)
         thread.join()

@@ -18,7 +18,6 @@ its disk cache for later processes; `compile_in_background` pays that while the 
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import threading
@@ -211,22 +210,32 @@ def kernels_compile(device: str, dtype: torch.dtype, hidden: int, intermediate: 
     return True
 
 
-def compile_in_background(model_path: str, device: str, dtype: torch.dtype) -> threading.Thread | None:
-    """Start compiling the kernels for the gpt-oss model in `model_path` (a folder with config.json) while its
-    weights load; join the thread before the model runs. None (nothing started) for other models or devices."""
+def compile_in_background(model_path: str, device: str, dtype: torch.dtype, *,
+                          revision: str | None = None) -> threading.Thread | None:
+    """Start compiling the kernels for the gpt-oss model at `model_path` (a folder, or a hub id already in the
+    local cache: nothing is fetched) while its weights load; join the thread before the model runs. None
+    (nothing started) for other models, other devices, or a config not on disk yet (use_fused_kernels then
+    compiles on the spot)."""
+    if not device.startswith("cuda") or os.environ.get("HATELENS_TRITON_KERNELS") == "0" or not triton_available():
+        return None
     config_file = Path(model_path) / "config.json"
-    if not device.startswith("cuda") or os.environ.get("HATELENS_TRITON_KERNELS") == "0" or not config_file.is_file():
-        return None
+    if not config_file.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_path, "config.json", revision=revision)
+        if not isinstance(cached, str):
+            return None
+        config_file = Path(cached)
+    from transformers import AutoConfig
+
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = AutoConfig.from_pretrained(config_file.parent, local_files_only=True)
+    except (OSError, ValueError):  # loading the model reports what is wrong with it
         return None
-    if config.get("model_type") != "gpt_oss" or not triton_available():
+    if config.model_type != "gpt_oss":
         return None
-    dimensions = (config["hidden_size"], config["intermediate_size"], config["num_local_experts"],
-                  config["num_experts_per_tok"])
     index = torch.cuda.current_device() if device == "cuda" else int(device.split(":")[1])
-    thread = threading.Thread(target=kernels_compile, args=(f"cuda:{index}", dtype, *dimensions),
+    thread = threading.Thread(target=kernels_compile, args=(f"cuda:{index}", dtype, *_dimensions(config)),
                               name="hatelens-triton-compile", daemon=True)
     thread.start()
     return thread

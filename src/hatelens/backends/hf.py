@@ -336,7 +336,8 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
     logger.info("%s: %s", source.model_id, describe(placement))
     split = {"device_map": placement.device_map} if placement.device_map else {}
     # gpt-oss on CUDA: Triton compiles (or reads from its disk cache) the fused kernels while the weights load
-    compiling = None if source.gguf_file else fused_kernels.compile_in_background(source.path, str(device), dtype)
+    compiling = None if source.gguf_file else fused_kernels.compile_in_background(
+        source.path, str(device), dtype, revision=config.revision)
     model = models.load_model(source, dtype=dtype, device=device, trust_remote_code=config.trust_remote_code,
                               revision=config.revision, tokenizer=tokenizer, **split)
     if compiling is not None:
