@@ -91,20 +91,23 @@ def eval_variants(args, data: dict, out: Path) -> None:
     result = data.setdefault("evaluation", {"texts": len(texts), "experts": report.get("experts"),
                                             "speedups": report.get("applied")})
     shapes = {}
-    # as shipped (Triton kernels, experts on real tokens only), transformers' experts and norms, Triton on every padded token
-    for fused, packed in ((True, True), (False, True), (True, False)):
+    # as shipped (Triton kernels, experts on real tokens only, batch cuts planned), the batches filled in turn,
+    # transformers' experts, norms and rotary, Triton on every padded token
+    for fused, packed, planned in ((True, True, True), (True, True, False), (False, True, True), (True, False, True)):
         (fast_paths.pack_moe_tokens if packed else fast_paths.unpack_moe_tokens)(model)
         (fused_kernels.use_fused_kernels if fused else fused_kernels.unfuse)(model)
-        for rows, tokens in EVAL_SHAPES:
+        for rows, tokens in EVAL_SHAPES if fused and packed and planned else EVAL_SHAPES[:1]:
             classifier = HFClassifier(model, tokenizer, template, batch_size=rows, max_batch_tokens=tokens)
+            classifier.batch_cost_share = classifier.batch_cost_share if planned else None
             walls = []
             for _ in range(3):
                 synchronize()
                 started = time.perf_counter()
                 classifier.classify(texts)
                 walls.append(round(time.perf_counter() - started, 3))
-            kernels = "Triton kernels" if fused else "transformers' experts and norms"
-            name = f"{rows} rows / {tokens} tokens, {kernels}, experts {'skip pads' if packed else 'on every token'}"
+            kernels = "Triton kernels" if fused else "transformers' experts, norms and rotary"
+            name = (f"{rows} rows / {tokens} tokens, {kernels}, experts {'skip pads' if packed else 'on every token'}, "
+                    f"batches {'planned' if planned else 'filled in turn'}")
             shapes[name] = {"first_s": walls[0], "warm_s": walls[1:],
                             "batches": classifier.timing["later_batches"] // 3 + 1}
             result["shapes"] = shapes
@@ -123,7 +126,7 @@ def eval_variants(args, data: dict, out: Path) -> None:
 
 def breakdown(classifier, texts) -> dict:
     """Seconds of one warm classify, part by part (the same calls classify makes, timed one by one)."""
-    from hatelens.backends.hf import batch_end
+    from hatelens.backends.batch_plan import batch_ends
 
     parts = {}
     started = time.perf_counter()
@@ -135,12 +138,13 @@ def breakdown(classifier, texts) -> dict:
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     widths = classifier._computed_widths([ids[i] for i in order])
     batches, start = [], 0
-    while start < len(order):
-        end = batch_end(widths, start, max_rows=classifier.batch_size, max_tokens=classifier.max_batch_tokens)
+    for end in batch_ends(widths, 0, max_rows=classifier.batch_size, max_tokens=classifier.max_batch_tokens,
+                          cost_share=classifier.batch_cost_share):
         synchronize()
         began = time.perf_counter()
         classifier.score_ids([ids[i] for i in order[start:end]])
-        batches.append({"rows": end - start, "width": max(widths[start:end]), "s": round(time.perf_counter() - began, 4)})
+        batches.append({"rows": end - start, "width": max(widths[start:end]), "s": round(time.perf_counter() - began, 4),
+                        "padded_tokens": (end - start) * max(widths[start:end])})
         start = end
     parts["batches"] = sum(batch["s"] for batch in batches)
     return {"parts_s": {key: round(value, 4) for key, value in parts.items()}, "batches": batches,
@@ -191,8 +195,10 @@ def markdown(data: dict) -> str:
             lines.append(f"| {name} | {row['first_s']} | {row['warm_s']} | {row['batches']} |")
         for key, value in evaluation.items():
             if key.startswith("breakdown"):
+                padded = sum(batch["padded_tokens"] for batch in value["batches"])
                 lines += ["", f"warm call, part by part ({key}): {json.dumps(value['parts_s'])}, "
-                              f"{len(value['batches'])} batches, {value['computed_tokens']} computed tokens"]
+                              f"{len(value['batches'])} batches, {value['computed_tokens']} computed tokens "
+                              f"({padded} with pads)"]
         kernels = evaluation.get("kernels")
         if kernels:
             lines += ["", f"profiled warm call: wall {kernels['wall_s']} s, kernels {kernels['kernel_s']} s "

@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hatelens.backends import prompts
@@ -110,7 +112,7 @@ def test_unreachable_hub_model_says_how_to_point_at_a_folder(cache_dir, monkeypa
 
 
 def test_batch_end_bounds_rows_and_padded_tokens():
-    from hatelens.backends.hf import batch_end
+    from hatelens.backends.batch_plan import batch_end
 
     widths = [2, 3, 3, 5, 9, 20]
     assert batch_end(widths, 0, max_rows=4) == 4  # rows only: the old behaviour
@@ -179,3 +181,33 @@ def test_adapter_is_merged_in_memory_for_a_bf16_base_and_kept_for_fp32(tiny_gpt_
     base_scores = [o.score for o in HFClassifier(base, tokenizer, template).classify(TEXTS)]
     assert results["bfloat16"] == pytest.approx(results["float32"], abs=0.03)  # bf16 rounding only
     assert max(abs(a - b) for a, b in zip(results["float32"], base_scores)) > 1e-3  # the adapter does something
+
+
+def test_batch_cuts_with_a_token_budget_trade_pads_against_batches():
+    from hatelens.backends.batch_plan import batch_ends
+
+    widths = [2, 2, 2, 8, 8, 8]
+    assert batch_ends(widths, 0, max_rows=4) == [4, 6]  # rows only: filled in turn
+    assert batch_ends(widths, 0, max_rows=10, max_tokens=48, cost_share=None) == [6]  # 6 x 8 = 48 fits: one batch
+    assert batch_ends(widths, 0, max_rows=10, max_tokens=48) == [3, 6]  # 3 x 2 + 3 x 8 + 2 x 3 < 48 + 3
+    assert batch_ends(widths, 0, max_rows=10, max_tokens=48, cost_share=0.5) == [6]  # 30 + 2 x 24 > 48 + 24
+    assert batch_ends(widths, 4, max_rows=10, max_tokens=48) == [6]
+    assert batch_ends([1, 5, 9], 0, max_rows=10, max_tokens=4) == [1, 2, 3]  # a row over the budget: alone
+
+
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=80).map(sorted), st.integers(1, 12),
+       st.integers(1, 200))
+def test_planned_batches_cover_every_row_within_limits_and_pad_no_more_than_filling(widths, max_rows, max_tokens):
+    from hatelens.backends.batch_plan import BATCH_COST_SHARE, batch_ends
+
+    def cost(ends):
+        starts = [0, *ends[:-1]]
+        return sum((end - start) * widths[end - 1] for start, end in zip(starts, ends)) + \
+            len(ends) * BATCH_COST_SHARE * max_tokens
+
+    planned = batch_ends(widths, 0, max_rows=max_rows, max_tokens=max_tokens)
+    assert planned[-1] == len(widths) and planned == sorted(set(planned))
+    for start, end in zip([0, *planned[:-1]], planned):
+        assert end - start <= max_rows and ((end - start) * widths[end - 1] <= max_tokens or end - start == 1)
+    assert cost(planned) <= cost(batch_ends(widths, 0, max_rows=max_rows, max_tokens=max_tokens,
+                                            cost_share=None)) + 1e-9

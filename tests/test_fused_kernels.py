@@ -65,6 +65,24 @@ def test_rms_norm_is_gpt_oss_rms_norm(dtype):
     torch.testing.assert_close(out.float(), norm(hidden).float(), rtol=tolerance, atol=tolerance)
 
 
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("angle_rows", [1, 2])  # one position row for the batch (broadcast) or one a row
+def test_rotary_is_gpt_oss_rotary_written_head_major(dtype, angle_rows):
+    from transformers.models.gpt_oss.modeling_gpt_oss import _apply_rotary_emb
+
+    generator = torch.Generator().manual_seed(4)
+    batch, length, heads, head_dim = 2, 7, 3, 8  # 3 heads: the kernel's block of 4 is partly masked
+    projected = torch.randn(batch, length, heads * head_dim, generator=generator).to(dtype)
+    cos, sin = (torch.randn(angle_rows, length, head_dim // 2, generator=generator).to(dtype) for _ in range(2))
+    out = fused_kernels.fused_rotary(projected, cos, sin, head_dim)
+    assert out.shape == (batch, heads, length, head_dim) and out.is_contiguous() and out.dtype == dtype
+    expected = _apply_rotary_emb(projected.float().view(batch, length, heads, head_dim).transpose(1, 2),
+                                 cos.float().unsqueeze(1), sin.float().unsqueeze(1))
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), expected, rtol=tolerance, atol=tolerance)
+
+
 def _model(folder):
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     generator = torch.Generator().manual_seed(2)
@@ -83,8 +101,8 @@ def test_a_model_with_the_kernels_gives_transformers_logits(tiny_gpt_oss_dir, mo
     ids = torch.randint(3, 200, (3, 11), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    assert fused_kernels.use_fused_kernels(model) == ["fused experts", "fused RMSNorm"]
-    calls = {"bias_gate": 0, "fused_rms_norm": 0}
+    assert fused_kernels.use_fused_kernels(model) == ["fused experts", "fused RMSNorm", "fused rotary"]
+    calls = {"bias_gate": 0, "fused_rms_norm": 0, "fused_rotary": 0}
     for name in calls:
         original = getattr(fused_kernels, name)
         monkeypatch.setattr(fused_kernels, name, lambda *args, _name=name, _original=original, **kwargs: (
@@ -92,7 +110,8 @@ def test_a_model_with_the_kernels_gives_transformers_logits(tiny_gpt_oss_dir, mo
     with torch.no_grad():
         fused = model(input_ids=ids).logits
     layers = model.config.num_hidden_layers
-    assert calls == {"bias_gate": layers, "fused_rms_norm": 2 * layers + 1}  # every MoE layer and norm ran them
+    # every MoE layer, norm and attention (query and key) ran them
+    assert calls == {"bias_gate": layers, "fused_rms_norm": 2 * layers + 1, "fused_rotary": 2 * layers}
     torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
     fused_kernels.unfuse(model)
     assert model.config._experts_implementation == "grouped_mm"
@@ -100,10 +119,40 @@ def test_a_model_with_the_kernels_gives_transformers_logits(tiny_gpt_oss_dir, mo
 
 
 @needs_kernels
+def test_a_classifier_with_every_inference_speed_up_gives_the_plain_scores(tiny_gpt_oss_dir):
+    """The kernels with what runs around them on a GPU: the cached prompt opening (the key goes through the cache),
+    the fused sink attention and the experts skipping pads; batches of uneven lengths."""
+    from transformers import AutoTokenizer
+
+    from hatelens.backends import fast_paths, prompts
+    from hatelens.backends.hf import HFClassifier
+
+    model, tokenizer = _model(tiny_gpt_oss_dir), AutoTokenizer.from_pretrained(tiny_gpt_oss_dir)
+    with torch.no_grad():  # sharp attention: the tiny model's small weights attend almost evenly, whatever the rotation
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(40)
+            layer.self_attn.k_proj.weight.mul_(40)
+    template = prompts.load_template("compact")
+    texts = [f"post {index}" + " and more words" * (index % 3) for index in range(5)]
+    plain = HFClassifier(model, tokenizer, template, batch_size=3, reuse_prefix=False)
+    prompt_ids = plain.encode_many(texts)
+    with torch.no_grad():
+        expected = plain._end_log_probs(prompt_ids, 1)  # every word's log-probability: the scores barely move
+    fused_kernels.use_fused_kernels(model)
+    fast_paths.use_sink_attention(model)
+    fast_paths.pack_moe_tokens(model)
+    fast = HFClassifier(model, tokenizer, template, batch_size=3)
+    fast.classify(texts[:2])  # caches the opening
+    assert fast._cached_prefix_length(prompt_ids) and fast._packs_moe
+    with torch.no_grad():
+        torch.testing.assert_close(fast._end_log_probs(prompt_ids, 1), expected, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
 def test_with_gradients_the_model_runs_transformers_code(tiny_gpt_oss_dir, monkeypatch):
     model = _model(tiny_gpt_oss_dir)
     assert fused_kernels.use_fused_kernels(model)
-    for name in ("bias_gate", "fused_rms_norm"):
+    for name in ("bias_gate", "fused_rms_norm", "fused_rotary"):
         monkeypatch.setattr(fused_kernels, name, lambda *args, **kwargs: pytest.fail("a kernel without backward ran"))
     ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(4))
     model(input_ids=ids).logits.sum().backward()
@@ -151,6 +200,6 @@ def test_on_cuda_the_compiled_kernels_give_transformers_logits(tiny_gpt_oss_dir)
     ids = torch.randint(3, 200, (4, 40), generator=torch.Generator().manual_seed(5)).to("cuda")
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-        assert fused_kernels.use_fused_kernels(model) == ["fused experts", "fused RMSNorm"]
+        assert fused_kernels.use_fused_kernels(model) == ["fused experts", "fused RMSNorm", "fused rotary"]
         fused = model(input_ids=ids).logits
     torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)

@@ -111,3 +111,25 @@ def test_the_servers_cap_keeps_a_posts_start_and_counts_its_tokens(tiny_llama_di
     assert cut == [True, False] and posts[1] == SHORT_TEXT and LONG_TEXT.startswith(posts[0])
     assert tokens == [CAP, len(tokenizer(SHORT_TEXT, add_special_tokens=False).input_ids)]
     assert len(tokenizer(posts[0], add_special_tokens=False).input_ids) == CAP  # cut at a token boundary
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_gpt_oss_dir"])
+@pytest.mark.parametrize("name", ["baseline", "compact_8shot", "policy_persona"])
+@pytest.mark.parametrize("prefill", [True, False])
+def test_prompts_rendered_once_a_template_are_the_prompts_rendered_one_by_one(fixture, name, prefill, request):
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
+    template = prompts.load_template(name)
+    texts = [SHORT_TEXT, "  spaces around  ", "line\nbreak {text} {{ jinja }}", "", "emoji 🙂 and <|end|>"]
+    one_by_one = [prompts.render_prompt(template, text, tokenizer, prefill_answer=prefill) for text in texts]
+    assert prompts.render_prompts(template, texts, tokenizer, prefill_answer=prefill) == one_by_one
+    assert prompts._SLOTS[tokenizer]  # the chat template ran for the probes, not once a text
+
+
+def test_a_chat_template_that_changes_the_post_is_rendered_once_a_post(tiny_llama_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</s>{% endfor %}"
+    template = prompts.load_template("compact")
+    texts = ["  padded post  ", "plain"]
+    rendered = prompts.render_prompts(template, texts, tokenizer)
+    assert rendered == [prompts.render_prompt(template, text, tokenizer) for text in texts]
+    assert "padded post</s>" in rendered[0] and list(prompts._SLOTS[tokenizer].values()) == [None]

@@ -7,7 +7,11 @@ small elementwise kernels around the matrix products. Two groups are fused here:
   SwiGLU gate in seven passes over strided halves, weights, unsorts and sums the rows): the two grouped
   products run without their biases, `bias_gate` adds the first bias and applies the gate in registers, and
   `combine` sums each token's top-k rows, weighted, with the second bias, in float32;
-- the RMS norms (`fused_rms_norm`, 49 a forward pass, each seven elementwise kernels in eager): one kernel.
+- the RMS norms (`fused_rms_norm`, 49 a forward pass, each seven elementwise kernels in eager): one kernel;
+- the attention's rotary embedding (`fused_rotary`): transformers rotates the query and key as strided views
+  of the projections (seven elementwise kernels each: four products over strided halves, a sum, a difference,
+  a concatenation) and the sink attention then copies the query head-major; one kernel each reads the
+  projection once and writes the rotated heads head-major.
 Same arithmetic, in float32 registers (transformers rounds to bf16 between its passes).
 
 Inference only: with gradients (training), on a CPU, or for other models, transformers' code runs.
@@ -63,12 +67,28 @@ def use_fused_kernels(model) -> list[str]:
     if not kernels_compile(str(parameter.device), parameter.dtype, *_dimensions(model.config)):
         return []
     return [name for name, applies in (("fused experts", use_fused_experts(model)),
-                                       ("fused RMSNorm", use_fused_norms(model))) if applies]
+                                       ("fused RMSNorm", use_fused_norms(model)),
+                                       ("fused rotary", use_fused_rotary(model))) if applies]
 
 
 def unfuse(model) -> None:
     unfuse_experts(model)
     unfuse_norms(model)
+    unfuse_rotary(model)
+
+
+def _patch_forward(model, class_name: str, forward) -> bool:
+    """Each module of `class_name` in `model` through `forward` (an instance attribute: `_unpatch` undoes it)."""
+    modules = [module for module in model.modules() if type(module).__name__ == class_name]
+    for module in modules:
+        module.forward = forward.__get__(module)
+    return bool(modules)
+
+
+def _unpatch(model, forward) -> None:
+    for module in model.modules():
+        if getattr(module.__dict__.get("forward"), "__func__", None) is forward:
+            del module.forward
 
 
 # -- experts ----------------------------------------------------------------------------------------------
@@ -147,17 +167,12 @@ def combine(down: torch.Tensor, bias: torch.Tensor, top_k_index: torch.Tensor, t
 
 # -- RMS norms ----------------------------------------------------------------------------------------------
 def use_fused_norms(model) -> bool:
-    """Every `GptOssRMSNorm` of `model` through `fused_rms_norm` (an instance attribute: `unfuse_norms` undoes it)."""
-    norms = [module for module in model.modules() if type(module).__name__ == "GptOssRMSNorm"]
-    for norm in norms:
-        norm.forward = _fused_norm_forward.__get__(norm)
-    return bool(norms)
+    """Every `GptOssRMSNorm` of `model` through `fused_rms_norm` (`unfuse_norms` undoes it)."""
+    return _patch_forward(model, "GptOssRMSNorm", _fused_norm_forward)
 
 
 def unfuse_norms(model) -> None:
-    for module in model.modules():
-        if getattr(module.__dict__.get("forward"), "__func__", None) is _fused_norm_forward:
-            del module.forward
+    _unpatch(model, _fused_norm_forward)
 
 
 def _fused_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -180,14 +195,69 @@ def fused_rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float
     return out.view(hidden_states.shape)
 
 
+# -- rotary embedding ---------------------------------------------------------------------------------------
+def use_fused_rotary(model) -> bool:
+    """Every `GptOssAttention` of `model` through `_fused_attention_forward` (`unfuse_rotary` undoes it).
+    False, changing nothing, where half the head width is not a power of two (the kernel's block)."""
+    half = getattr(model.config, "head_dim", 0) // 2
+    if half < 1 or half & (half - 1):
+        return False
+    return _patch_forward(model, "GptOssAttention", _fused_attention_forward)
+
+
+def unfuse_rotary(model) -> None:
+    _unpatch(model, _fused_attention_forward)
+
+
+def _fused_attention_forward(self, hidden_states, position_embeddings, attention_mask, cache=None, **kwargs):
+    """GptOssAttention.forward (transformers 5.24) with the query and key rotated by `fused_rotary`."""
+    from transformers.models.gpt_oss import modeling_gpt_oss as gpt_oss
+
+    if not _runs_here(hidden_states):
+        return type(self).forward(self, hidden_states, position_embeddings, attention_mask, cache=cache, **kwargs)
+    batch, length = hidden_states.shape[:2]
+    cos, sin = position_embeddings
+    query = fused_rotary(self.q_proj(hidden_states), cos, sin, self.head_dim)
+    key = fused_rotary(self.k_proj(hidden_states), cos, sin, self.head_dim)
+    value = self.v_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+    if cache is not None:
+        key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
+    attention = gpt_oss.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                              gpt_oss.eager_attention_forward)
+    output, weights = attention(self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling,
+                                sliding_window=self.sliding_window, s_aux=self.sinks, **kwargs)
+    return self.o_proj(output.reshape(batch, length, -1).contiguous()), weights
+
+
+def fused_rotary(projected: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(batch, heads, length, head_dim), contiguous: the heads of `projected` (batch, length, heads x head_dim)
+    rotated by `cos` and `sin` ((batch or 1, length, head_dim / 2)), as gpt-oss's `_apply_rotary_emb`."""
+    from hatelens.backends import triton_kernels
+
+    batch, length, width = projected.shape
+    heads, half = width // head_dim, head_dim // 2
+    projected = projected.contiguous()
+    cos, sin = (angles.expand(batch, length, half) for angles in (cos, sin))
+    if cos.stride(-1) != 1 or sin.stride() != cos.stride():
+        cos, sin = cos.contiguous(), sin.contiguous()
+    out = projected.new_empty(batch, heads, length, head_dim)
+    if batch * length:
+        with _on_device_of(projected):
+            triton_kernels.rotary_kernel[(batch * length,)](
+                projected, cos, sin, out, length, heads, width, cos.stride(0), cos.stride(1),
+                HALF=half, BLOCK_H=max(1, 1 << (heads - 1).bit_length()))
+    return out
+
+
 # -- compiling ----------------------------------------------------------------------------------------------
-def _dimensions(config) -> tuple[int, int, int, int]:
-    return config.hidden_size, config.intermediate_size, config.num_local_experts, config.num_experts_per_tok
+def _dimensions(config) -> tuple[int, ...]:
+    return (config.hidden_size, config.intermediate_size, config.num_local_experts, config.num_experts_per_tok,
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim)
 
 
 @functools.cache
 def kernels_compile(device: str, dtype: torch.dtype, hidden: int, intermediate: int, experts: int,
-                    top_k: int) -> bool:
+                    top_k: int, heads: int = 0, kv_heads: int = 0, head_dim: int = 0) -> bool:
     """Run each kernel once on small tensors of the model's widths, dtype and device (so Triton compiles the
     variants the model will call): True if they ran; False, logged, if Triton failed here."""
     try:
@@ -201,6 +271,12 @@ def kernels_compile(device: str, dtype: torch.dtype, hidden: int, intermediate: 
         combine(torch.randn(3 * top_k, hidden, generator=generator).to(device, dtype),
                 torch.zeros(experts, hidden, dtype=dtype, device=device), choices,
                 torch.ones(3, top_k, dtype=dtype, device=device), torch.arange(3 * top_k, device=device))
+        half = head_dim // 2
+        if half and not half & (half - 1):  # the query's and the key's head counts: two compilations
+            angles = torch.randn(1, 3, half, generator=generator).to(device, dtype)
+            for count in (heads, kv_heads):
+                fused_rotary(torch.randn(1, 3, count * head_dim, generator=generator).to(device, dtype), angles,
+                             angles, head_dim)
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
     except Exception as error:  # a compiler or driver problem: the model keeps transformers' code

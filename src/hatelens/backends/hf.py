@@ -28,6 +28,7 @@ import torch
 from hatelens import extras
 from hatelens.backends import adapters, fast_paths, fused_kernels, models, prompts
 from hatelens.backends.base import Output
+from hatelens.backends.batch_plan import BATCH_COST_SHARE, batch_ends
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
 from hatelens.backends.parsing import parse_answer
 from hatelens.backends.placement import describe, plan_placement
@@ -65,6 +66,7 @@ class HFClassifier:
         self.mode = mode
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens or None  # 0 / None: batches of batch_size rows
+        self.batch_cost_share = BATCH_COST_SHARE  # None: batches filled in turn (batch_plan.py; benchmarks compare)
         self.max_new_tokens = max_new_tokens
         self.max_length_tokens = max_length_tokens  # None: prompts are never cut
         self.model_version = model_version
@@ -105,8 +107,11 @@ class HFClassifier:
         outputs: list[Output | None] = [None] * len(texts)
         start = 0
         max_rows, max_tokens = self.batch_size, self.max_batch_tokens
+        ends: list[int] = []
         while start < len(order):
-            indices = order[start:batch_end(widths, start, max_rows=max_rows, max_tokens=max_tokens)]
+            ends = ends or batch_ends(widths, start, max_rows=max_rows, max_tokens=max_tokens,
+                                      cost_share=self.batch_cost_share)
+            indices = order[start:ends.pop(0)]
             try:
                 results = self._timed_batch([prompt_ids[i] for i in indices])
             except torch.OutOfMemoryError:
@@ -118,6 +123,7 @@ class HFClassifier:
                 logger.warning("out of memory: batch size halved to %d%s", max_rows,
                                f", token budget to {max_tokens}" if max_tokens else "")
                 torch.cuda.empty_cache() if torch.cuda.is_available() else None
+                ends = []  # planned again within the new limits
                 continue
             for index, result in zip(indices, results):
                 outputs[index] = result
@@ -306,18 +312,6 @@ def score_texts(model, tokenizer, template: prompts.PromptTemplate, texts: Seque
     hands this to its trainer for the validation F1 of each checkpoint (training/trainer.py says why)."""
     classifier = HFClassifier(model, tokenizer, template, batch_size=batch_size, max_length_tokens=max_length_tokens)
     return np.array([output.score for output in classifier.classify(texts)])
-
-
-def batch_end(widths: Sequence[int], start: int, *, max_rows: int, max_tokens: int | None = None) -> int:
-    """End (exclusive) of the batch starting at `start` over ascending `widths`: at most `max_rows` rows and,
-    with `max_tokens`, at most that many padded tokens (rows x the widest row). Never fewer than one row."""
-    end = min(len(widths), start + max_rows)
-    if not max_tokens:
-        return end
-    rows = 1
-    while start + rows < end and (rows + 1) * widths[start + rows] <= max_tokens:
-        rows += 1
-    return start + rows
 
 
 def load_for_inference(config, *, template: prompts.PromptTemplate | None = None, report: dict | None = None):

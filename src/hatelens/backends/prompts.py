@@ -5,8 +5,10 @@ examples) and what its answer looks like (label words, plain or inside JSON). Th
 feeds evaluation and training, so a fine-tuned model is scored on exactly the text it learned.
 """
 
+import datetime
 import hashlib
 import random
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,3 +168,37 @@ def render_prompt(template: PromptTemplate, text: str, tokenizer, *, prefill_ans
         return prompt
     opening = HARMONY_FINAL if is_harmony(tokenizer) else ""
     return prompt + opening + template.answer_prefix
+
+
+# Posts that `render_prompts` renders to check that a template puts the post in verbatim: the first marks where it
+# goes; the others would come out changed from a template that trims, escapes or reads the post.
+SLOT_PROBES = ("\ue000hatelens post\ue001", "  spaced \n\tout ", "{{ raw }} {% if x %}", "é 🙂 <b>x</b> \\n \"q\"", "")
+# tokenizer -> {(template, prefill, chat template, date): (text before the post, text after) or None}
+_SLOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def render_prompts(template: PromptTemplate, texts, tokenizer, *, prefill_answer: bool = True) -> list[str]:
+    """`render_prompt` of each text. The chat template runs once per template, tokenizer and day when it puts the
+    post in verbatim (checked on SLOT_PROBES; the day: templates may print the date), else once per text. A
+    thousand posts: 0.09 s of rendering on a 2-core CPU, a fifth of what encoding them for gpt-oss costs."""
+    key = (template.hash, prefill_answer, tokenizer.chat_template, datetime.date.today())
+    slots = _SLOTS.setdefault(tokenizer, {})
+    if key not in slots:
+        slots.clear()  # one day's, one template's slot at a time
+        slots[key] = _post_slot(template, tokenizer, prefill_answer)
+    if slots[key] is None:
+        return [render_prompt(template, text, tokenizer, prefill_answer=prefill_answer) for text in texts]
+    before, after = slots[key]
+    return [before + text + after for text in texts]
+
+
+def _post_slot(template: PromptTemplate, tokenizer, prefill_answer: bool) -> tuple[str, str] | None:
+    marker = SLOT_PROBES[0]
+    rendered = render_prompt(template, marker, tokenizer, prefill_answer=prefill_answer)
+    if rendered.count(marker) != 1:
+        return None
+    before, after = rendered.split(marker)
+    if any(render_prompt(template, probe, tokenizer, prefill_answer=prefill_answer) != before + probe + after
+           for probe in SLOT_PROBES[1:]):
+        return None
+    return before, after

@@ -56,3 +56,26 @@ def rms_norm_kernel(x, weight, out, width, eps, BLOCK: tl.constexpr):
     scale = 1.0 / tl.sqrt(tl.sum(values * values, axis=0) / width + eps)
     factor = tl.load(weight + columns, mask=inside, other=0.0).to(tl.float32)
     tl.store(out + row * width + columns, (factor * (values * scale)).to(out.dtype.element_ty), mask=inside)
+
+
+@triton.jit(do_not_specialize=["length", "cos_batch_stride", "cos_row_stride"])  # one compilation for any width
+def rotary_kernel(x, cos, sin, out, length, heads, row_stride, cos_batch_stride, cos_row_stride,
+                  HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+    """gpt-oss's rotary embedding of one token's heads, written head-major. x: (batch x length) rows of
+    `heads` x 2 HALF values (a projection's output, `row_stride` apart); cos, sin: HALF values a token;
+    out: (batch, heads, length, 2 HALF), contiguous. Each head's halves a, b become a cos - b sin, b cos + a sin.
+    One program a token (grid: batch x length), BLOCK_H >= heads."""
+    token = tl.program_id(0).to(tl.int64)
+    batch, position = token // length, token % length
+    head = tl.arange(0, BLOCK_H)[:, None]
+    column = tl.arange(0, HALF)[None, :]
+    inside = head < heads
+    source = x + token * row_stride + head * 2 * HALF + column
+    first = tl.load(source, mask=inside, other=0.0).to(tl.float32)
+    second = tl.load(source + HALF, mask=inside, other=0.0).to(tl.float32)
+    angle = batch * cos_batch_stride + position * cos_row_stride + column
+    c = tl.load(cos + angle).to(tl.float32)
+    s = tl.load(sin + angle).to(tl.float32)
+    target = out + ((batch * heads + head) * length + position) * 2 * HALF + column
+    tl.store(target, (first * c - second * s).to(out.dtype.element_ty), mask=inside)
+    tl.store(target + HALF, (second * c + first * s).to(out.dtype.element_ty), mask=inside)

@@ -19,7 +19,7 @@ def fit_prompts(template: prompts.PromptTemplate, texts: Sequence[str], tokenize
                 max_length_tokens: int | None, reserve_tokens: int = 0) -> tuple[list[list[int]], list[bool]]:
     """(prompt ids, cut?) per text: each prompt at most `max_length_tokens - reserve_tokens` tokens
     (reserve: tokens that follow the prompt, such as a training record's answer). None: no cap."""
-    rendered = [prompts.render_prompt(template, text, tokenizer, prefill_answer=prefill_answer) for text in texts]
+    rendered = prompts.render_prompts(template, texts, tokenizer, prefill_answer=prefill_answer)
     ids = tokenizer(rendered, add_special_tokens=False).input_ids if rendered else []
     cut = [False] * len(ids)
     if max_length_tokens is None:
