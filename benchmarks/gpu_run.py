@@ -130,21 +130,21 @@ def fresh_process_eval(args, results: Results) -> None:
         results.add(key, run)
 
 
-def first_and_warm(args, model, tokenizer, template_name: str, label: str):
-    """`evaluate()` of the test texts twice with one new classifier (the shipped 20b evaluation shape):
+def first_and_warm(args, model, tokenizer, template_name: str, label: str, *, rows: int = 256, tokens: int = 32768):
+    """`evaluate()` of the test texts twice with one new classifier (by default the shipped 20b evaluation shape):
     ([{"scoring_wall_s", "peak_gib"} of the first call, of the warm one], the classifier)."""
     from hatelens.backends import prompts
     from hatelens.backends.hf import HFClassifier
     from hatelens.config import EvalConfig, ModelConfig
     from hatelens.evaluation.evaluate import evaluate
 
-    classifier = HFClassifier(model, tokenizer, prompts.load_template(template_name), batch_size=256,
-                              max_batch_tokens=32768)
+    classifier = HFClassifier(model, tokenizer, prompts.load_template(template_name), batch_size=rows,
+                              max_batch_tokens=tokens)
     calls = []
     for attempt in ("first", "warm"):
         config = EvalConfig(data=TEST, max_samples=args.rows, n_bootstrap=10,  # the shipped 20b evaluation shape
-                            model=ModelConfig(model=args.model, template=template_name, batch_size=256,
-                                              max_batch_tokens=32768))
+                            model=ModelConfig(model=args.model, template=template_name, batch_size=rows,
+                                              max_batch_tokens=tokens))
         bench.reset_peak()
         result = evaluate(config, classifier=classifier, progress=False,
                           run_dir=Path(args.work) / f"in_process_{label}_{attempt}")
@@ -179,6 +179,9 @@ def in_process(args, results: Results) -> None:
         warm.update(prompt_tokens=sum(map(len, ids)), computed_tokens=computed, prefix_tokens=prefix)
         if rate:  # useful work over computed tokens only, against the card's measured bf16 matmul rate
             warm["utilisation"] = round(2 * active * computed / (warm["scoring_wall_s"] * rate * 1e12), 3)
+    calls, _ = first_and_warm(args, model, tokenizer, "baseline", "wide", rows=512, tokens=65536)
+    timings.update({f"baseline {attempt}, 512 rows / 65,536 tokens": call
+                    for attempt, call in zip(("first", "warm"), calls)})
     timings.update(time_unfused(args, model, tokenizer))
     timings.update(time_cudnn_attention(args, model, tokenizer))
     timings["baseline warm, compiled gate"] = time_compiled_gate(args, model, tokenizer)

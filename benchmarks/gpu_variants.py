@@ -92,11 +92,14 @@ def eval_variants(args, data: dict, out: Path) -> None:
                                             "speedups": report.get("applied")})
     shapes = {}
     # as shipped (Triton kernels, experts on real tokens only, batch cuts planned), the batches filled in turn,
-    # transformers' experts, norms and rotary, Triton on every padded token
-    for fused, packed, planned in ((True, True, True), (True, True, False), (False, True, True), (True, False, True)):
+    # transformers' rotary (the other kernels kept), transformers' experts, norms and rotary, Triton on every token
+    for fused, packed, planned, rotary in ((True, True, True, True), (True, True, False, True), (True, True, True, False),
+                                           (False, True, True, False), (True, False, True, True)):
         (fast_paths.pack_moe_tokens if packed else fast_paths.unpack_moe_tokens)(model)
         (fused_kernels.use_fused_kernels if fused else fused_kernels.unfuse)(model)
-        for rows, tokens in EVAL_SHAPES if fused and packed and planned else EVAL_SHAPES[:1]:
+        if fused and not rotary:
+            fused_kernels.unfuse_rotary(model)
+        for rows, tokens in EVAL_SHAPES if fused and packed and planned and rotary else EVAL_SHAPES[:1]:
             classifier = HFClassifier(model, tokenizer, template, batch_size=rows, max_batch_tokens=tokens)
             classifier.batch_cost_share = classifier.batch_cost_share if planned else None
             walls = []
@@ -105,7 +108,8 @@ def eval_variants(args, data: dict, out: Path) -> None:
                 started = time.perf_counter()
                 classifier.classify(texts)
                 walls.append(round(time.perf_counter() - started, 3))
-            kernels = "Triton kernels" if fused else "transformers' experts, norms and rotary"
+            kernels = ("Triton kernels" if rotary else "Triton kernels but transformers' rotary") if fused else \
+                "transformers' experts, norms and rotary"
             name = (f"{rows} rows / {tokens} tokens, {kernels}, experts {'skip pads' if packed else 'on every token'}, "
                     f"batches {'planned' if planned else 'filled in turn'}")
             shapes[name] = {"first_s": walls[0], "warm_s": walls[1:],

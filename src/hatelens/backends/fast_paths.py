@@ -2,8 +2,8 @@
 
 Measured on one H200 with gpt-oss-20b's shape:
 - for inference, the experts' biases, gate, routing weights and sum over the choices in two Triton kernels
-  around the grouped matrix products, and each RMS norm in one (`fused_kernels.py`; HATELENS_TRITON_KERNELS=0
-  turns them off);
+  around the grouped matrix products, each RMS norm in one and the query's and key's rotary embedding in one each
+  (`fused_kernels.py`; HATELENS_TRITON_KERNELS=0 turns them off);
 - the experts' gate (clamp, sigmoid and products over every routed token: six passes over a
   (tokens x 4, 2880) tensor in eager mode) compiled by torch.compile into one kernel. Opt-in
   (`compile_expert_gate`): its compilation costs 4-7 s a process for inference and 66 s for training,
