@@ -1,7 +1,7 @@
 """gpt-oss inference on CUDA with its elementwise work fused into Triton kernels (triton_kernels.py).
 
 Profiled on one H200 (benchmarks/results/gpu_variants.md), about half of a warm evaluation's GPU time went to
-small elementwise kernels around the matrix products. Two groups are fused here:
+small elementwise kernels around the matrix products. Three groups are fused here:
 - the experts (`fused_experts_forward`, in place of transformers' `grouped_mm` forward, which gathers every
   routed row's biases into S x 5,760 and S x 2,880 tensors written only to be added, applies the clamped
   SwiGLU gate in seven passes over strided halves, weights, unsorts and sums the rows): the two grouped

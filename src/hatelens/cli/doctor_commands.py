@@ -54,7 +54,8 @@ def gpu_lines() -> list[str]:
             bf16 = torch.cuda.is_bf16_supported()
         lines.append(f"GPU {index}         {properties.name}, {properties.total_memory / 2**30:.0f} GiB, "
                      f"compute {properties.major}.{properties.minor}, bf16 {'yes' if bf16 else 'no'}")
-        fused = "fused experts (Triton), " if importlib.util.find_spec("triton") else "no fused experts (no Triton), "
+        fused = ("fused experts, norms and rotary (Triton), " if importlib.util.find_spec("triton")
+                 else "no fused experts, norms or rotary (no Triton), ")
         lines.append(f"              gpt-oss fast paths: {fused}fused sink attention, no cuDNN, experts skip pads, "
                      "warm-up at load (inference); experts' gate recomputed in backward (training); compiled expert "
                      "gate (opt-in)")
