@@ -122,11 +122,14 @@ def test_batch_end_bounds_rows_and_padded_tokens():
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_gpt_oss_dir"])
-def test_token_budget_batches_give_the_row_batches_scores(fixture, request, monkeypatch):
+@pytest.mark.parametrize("cost_share", [None, 1 / 16])  # filled in turn (the CPU's default), planned (a GPU's)
+def test_token_budget_batches_give_the_row_batches_scores(fixture, cost_share, request, monkeypatch):
     folder = request.getfixturevalue(fixture)
     texts = [f"post number {index} " + "word " * (index % 7) for index in range(12)]
     by_rows = _classifier(folder, batch_size=4).classify(texts)
     classifier = _classifier(folder, batch_size=64, max_batch_tokens=40)
+    assert classifier.batch_cost_share is None  # on a CPU
+    classifier.batch_cost_share = cost_share
     sizes = []
     run_batch = classifier._run_batch
     monkeypatch.setattr(classifier, "_run_batch", lambda ids: sizes.append((len(ids), max(map(len, ids)))) or

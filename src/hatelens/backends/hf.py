@@ -66,11 +66,13 @@ class HFClassifier:
         self.mode = mode
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens or None  # 0 / None: batches of batch_size rows
-        self.batch_cost_share = BATCH_COST_SHARE  # None: batches filled in turn (batch_plan.py; benchmarks compare)
         self.max_new_tokens = max_new_tokens
         self.max_length_tokens = max_length_tokens  # None: prompts are never cut
         self.model_version = model_version
         self.device = model.get_input_embeddings().weight.device  # the first GPU when layers are split
+        # planned batch cuts (batch_plan.py) where they were measured, a GPU; None: batches filled in turn, as the
+        # CPU figures (the server's latencies among them) were measured. Benchmarks set it to compare.
+        self.batch_cost_share = BATCH_COST_SHARE if self.device.type == "cuda" else None
         self.reuse_prefix = (reuse_prefix and mode == "score" and model.config.model_type in PREFIX_REUSE_MODEL_TYPES
                              and model.config.to_dict().get("final_logit_softcapping") is None)
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
