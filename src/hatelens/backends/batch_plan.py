@@ -2,8 +2,9 @@
 
 Every batch is as wide as its longest prompt, so the cuts decide how many pad tokens the model computes. With a
 row limit only, batches are filled in turn. With a token budget (`max_batch_tokens`) on a GPU (`HFClassifier` keeps
-filling in turn on a CPU, where its figures were measured), the cuts are chosen to minimise the padded tokens plus a fixed cost per batch (`BATCH_COST_SHARE` of the budget: the kernel
-launches and the pass over the shared prompt opening that every batch pays): filling each batch in turn left a
+filling in turn on a CPU, where its figures were measured), the cuts are chosen to minimise the padded tokens plus
+a fixed cost per batch (`BATCH_COST_SHARE` of the budget: the kernel launches and the pass over the shared prompt
+opening that every batch pays): filling each batch in turn left a
 quarter of the 1,009 test prompts' tokens as pads for gpt-oss (41,070 computed for 30,718 real), mostly in the
 last batch, where 241 prompts were padded to the longest one.
 """

@@ -46,7 +46,7 @@ def use_gpu_speedups(model, *, inference: bool, compile_gate: bool = False, reco
     when the gate is not compiled (a compiled backward already recomputes what it does not keep)."""
     if model.config.model_type != "gpt_oss" or next(model.parameters()).device.type != "cuda":
         return {"applied": []}
-    fused = fused_kernels.use_fused_kernels(model) if inference else []  # experts and norms in Triton kernels
+    fused = fused_kernels.use_fused_kernels(model) if inference else []  # experts, norms, rotary in Triton
     experts = describe_experts(model)
     report = {"applied": fused, "experts": experts}
     if "fused experts" in fused:

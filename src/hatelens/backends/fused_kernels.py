@@ -199,10 +199,15 @@ def fused_rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float
 def use_fused_rotary(model) -> bool:
     """Every `GptOssAttention` of `model` through `_fused_attention_forward` (`unfuse_rotary` undoes it).
     False, changing nothing, where half the head width is not a power of two (the kernel's block)."""
-    half = getattr(model.config, "head_dim", 0) // 2
-    if half < 1 or half & (half - 1):
+    if not _rotary_fits(getattr(model.config, "head_dim", 0)):
         return False
     return _patch_forward(model, "GptOssAttention", _fused_attention_forward)
+
+
+def _rotary_fits(head_dim: int) -> bool:
+    """The kernel's block is half a head: a power of two."""
+    half = head_dim // 2
+    return half >= 1 and not half & (half - 1)
 
 
 def unfuse_rotary(model) -> None:
@@ -257,7 +262,7 @@ def _dimensions(config) -> tuple[int, ...]:
 
 @functools.cache
 def kernels_compile(device: str, dtype: torch.dtype, hidden: int, intermediate: int, experts: int,
-                    top_k: int, heads: int = 0, kv_heads: int = 0, head_dim: int = 0) -> bool:
+                    top_k: int, heads: int, kv_heads: int, head_dim: int) -> bool:
     """Run each kernel once on small tensors of the model's widths, dtype and device (so Triton compiles the
     variants the model will call): True if they ran; False, logged, if Triton failed here."""
     try:
@@ -271,9 +276,8 @@ def kernels_compile(device: str, dtype: torch.dtype, hidden: int, intermediate: 
         combine(torch.randn(3 * top_k, hidden, generator=generator).to(device, dtype),
                 torch.zeros(experts, hidden, dtype=dtype, device=device), choices,
                 torch.ones(3, top_k, dtype=dtype, device=device), torch.arange(3 * top_k, device=device))
-        half = head_dim // 2
-        if half and not half & (half - 1):  # the query's and the key's head counts: two compilations
-            angles = torch.randn(1, 3, half, generator=generator).to(device, dtype)
+        if _rotary_fits(head_dim):  # the query's and the key's head counts: two compilations
+            angles = torch.randn(1, 3, head_dim // 2, generator=generator).to(device, dtype)
             for count in (heads, kv_heads):
                 fused_rotary(torch.randn(1, 3, count * head_dim, generator=generator).to(device, dtype), angles,
                              angles, head_dim)
