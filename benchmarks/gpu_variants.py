@@ -114,6 +114,8 @@ def eval_variants(args, data: dict, out: Path) -> None:
                     f"batches {'planned' if planned else 'filled in turn'}")
             shapes[name] = {"first_s": walls[0], "warm_s": walls[1:],
                             "batches": classifier.timing["later_batches"] // 3 + 1}
+            if "scores" not in result:  # as shipped: kept to compare code versions on the same checkpoint
+                result["scores"] = [round(output.score, 6) for output in classifier.classify(texts)]
             result["shapes"] = shapes
             save(out, data)
     fast_paths.pack_moe_tokens(model)

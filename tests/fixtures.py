@@ -81,6 +81,24 @@ MXFP4_QUANTIZATION = {"quant_method": "mxfp4", "modules_to_not_convert": [
     "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
 
 
+def eager_and_sink_logits(folder: Path, device: str = "cpu"):
+    """(eager logits, sink-attention logits, real-token mask) of one tiny GPT-OSS without gradients, on a batch
+    whose first row has 30 left pads: past the 16-token sliding window, so pad queries there see no real key."""
+    from hatelens.backends.fast_paths import use_sink_attention
+
+    eager = AutoModelForCausalLM.from_pretrained(folder).to(device).eval()
+    fused = AutoModelForCausalLM.from_pretrained(folder).to(device).eval()
+    use_sink_attention(fused)
+    torch.manual_seed(2)
+    input_ids = torch.randint(0, eager.config.vocab_size, (3, 40), device=device)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :30] = 0
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    with torch.no_grad():
+        return eager(**inputs).logits, fused(**inputs).logits, attention_mask.bool()
+
+
 def fp4_e2m1(codes: torch.Tensor) -> torch.Tensor:
     """FP4 E2M1 codes (0..15) as numbers, from the bits: sign, two exponent bits, one mantissa bit
     (exponent 0 is subnormal: 0 or 0.5; otherwise (1 + m/2) * 2^(e-1)). Max 6."""

@@ -5,6 +5,7 @@ plain path. Marked `gpu`: skipped where no CUDA device is visible (CI has none).
 
 import pytest
 import torch
+from fixtures import eager_and_sink_logits
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hatelens.backends import prompts
@@ -38,6 +39,23 @@ def test_prefix_reuse_and_fused_attention_match_the_plain_eager_path_on_cuda(tin
     assert [o.score for o in scores] == pytest.approx([o.score for o in plain], abs=2e-2)
 
 
+def test_batches_launched_ahead_put_every_score_in_its_place_on_cuda(tiny_gpt_oss_dir):
+    """On CUDA a batch is read after the next one is launched (`_start_batch`): each text still gets the score it
+    gets alone (float32: to 1e-5, closer than the texts' scores are to one another), and the batches' seconds
+    and rows add up."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir).to("cuda").eval()
+    use_sink_attention(model)
+    classifier = HFClassifier(model, AutoTokenizer.from_pretrained(tiny_gpt_oss_dir),
+                              prompts.load_template("baseline"), batch_size=2)
+    texts = [f"post {index} " + "word " * (index % 5) for index in range(11)]
+    together = [output.score for output in classifier.classify(texts)]
+    alone = [classifier.score_ids([classifier.encode(text)])[0] for text in texts]
+    assert len({round(score, 4) for score in alone}) > 5  # a score in the wrong place would show
+    assert together == pytest.approx(alone, abs=1e-5)
+    timing = classifier.timing
+    assert timing["first_batch_rows"] + timing["later_rows"] == len(texts) and timing["later_batches"] == 5
+
+
 def test_fused_sink_attention_trains_like_eager_on_cuda(tiny_gpt_oss_dir):
     torch.manual_seed(0)
     eager, fused = _model(tiny_gpt_oss_dir, fused=False), _model(tiny_gpt_oss_dir, fused=True)
@@ -50,6 +68,14 @@ def test_fused_sink_attention_trains_like_eager_on_cuda(tiny_gpt_oss_dir):
         got = getattr(fused.model.layers[1].self_attn, name).weight.grad.float()
         error = (torch.linalg.norm(got - want) / torch.linalg.norm(want)).item()
         assert error < 5e-2, f"{name}: relative gradient error {error:.3g}"
+
+
+def test_inference_sink_attention_matches_eager_on_cuda_in_float32(tiny_gpt_oss_dir):
+    """The memory-efficient kernel's log-sum-exp path (no gradients): eager's logits at every real token, with
+    pad queries past the sliding window that see no key at all, and every output finite."""
+    expected, got, real = eager_and_sink_logits(tiny_gpt_oss_dir, "cuda")
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got[real], expected[real], atol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile imports torch.jit

@@ -3,6 +3,7 @@ is run once) and fused attention with GPT-OSS sinks."""
 
 import pytest
 import torch
+from fixtures import eager_and_sink_logits
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hatelens.backends import prompts
@@ -115,6 +116,14 @@ def test_prefix_reuse_with_fused_sink_attention(tiny_gpt_oss_dir):
     assert _scores(fast, TEXTS) == pytest.approx(_scores(plain, TEXTS), abs=1e-5)
 
 
+def test_inference_sink_attention_keeps_queries_that_see_no_key_finite(tiny_gpt_oss_dir):
+    """No gradients: the sink's share is taken from the kernel's log-sum-exp. 30 left pads, past the 16-token
+    sliding window: pad queries there see no real key at all, and the real tokens still get eager's logits."""
+    expected, got, real = eager_and_sink_logits(tiny_gpt_oss_dir)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got[real], expected[real], atol=1e-5)
+
+
 def test_fused_sink_attention_builds_each_mask_once_a_forward_pass_and_frees_it(tiny_gpt_oss_dir, monkeypatch):
     from hatelens.backends import fast_paths
 
@@ -122,8 +131,8 @@ def test_fused_sink_attention_builds_each_mask_once_a_forward_pass_and_frees_it(
     fused = AutoModelForCausalLM.from_pretrained(tiny_gpt_oss_dir).eval()
     use_sink_attention(fused)
     built = []
-    original = fast_paths._mask_with_sinks
-    monkeypatch.setattr(fast_paths, "_mask_with_sinks", lambda mask, *args: (
+    original = fast_paths._folded_mask
+    monkeypatch.setattr(fast_paths, "_folded_mask", lambda mask, *args: (
         built.append(len(fast_paths._SINK_MASKS)), original(mask, *args))[1])
     torch.manual_seed(1)
     for width in (40, 23):  # two forward passes, other masks: nothing of the first may serve the second
@@ -135,7 +144,8 @@ def test_fused_sink_attention_builds_each_mask_once_a_forward_pass_and_frees_it(
             got = fused(input_ids=input_ids, attention_mask=attention_mask).logits
         assert torch.allclose(got[attention_mask.bool()], expected[attention_mask.bool()], atol=1e-5)
         assert fast_paths._SINK_MASKS == {}  # freed with the forward pass's masks
-    # per forward pass: the sliding layer built its mask (none cached before it), the full layer one more
+    # per forward pass, one call a layer: the sliding layer built its mask (none cached before it), the full
+    # layer one more
     assert built == [0, 1, 0, 1]
 
 

@@ -6,12 +6,14 @@ filling in turn on a CPU, where its figures were measured), the cuts are chosen 
 a fixed cost per batch (`BATCH_COST_SHARE` of the budget: the kernel launches and the pass over the shared prompt
 opening that every batch pays): filling each batch in turn left a
 quarter of the 1,009 test prompts' tokens as pads for gpt-oss (41,070 computed for 30,718 real), mostly in the
-last batch, where 241 prompts were padded to the longest one.
+last batch, where 241 prompts were padded to the longest one. `padded` lays a batch out as tensors.
 """
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 BATCH_COST_SHARE = 1 / 16  # a batch costs as much as this share of the token budget in pads (2,048 of 32,768)
 
@@ -55,3 +57,14 @@ def batch_ends(widths: Sequence[int], start: int, *, max_rows: int, max_tokens: 
         ends.append(start + end)
         end = cut[end]
     return ends[::-1]
+
+
+def padded(sequences: list[list[int]], pad: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask), rows x the longest sequence: each sequence, then `pad` up to the width
+    (before it with `left`)."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    width = int(lengths.max(initial=0))
+    real = np.arange(width) >= width - lengths[:, None] if left else np.arange(width) < lengths[:, None]
+    input_ids = np.full(real.shape, pad, dtype=np.int64)
+    input_ids[real] = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(input_ids), torch.from_numpy(real.astype(np.int64))

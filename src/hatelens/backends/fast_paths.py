@@ -11,7 +11,9 @@ Measured on one H200 with gpt-oss-20b's shape:
   (benchmarks/results/gpu_run.md), so only a long-lived server may earn it back;
 - attention with sinks through PyTorch's fused kernels (`sdpa_with_sinks`) for inference only: the
   long policy_persona template 2.2 -> 1.8 s; in training it was slower than eager (77 vs 165 samples/s).
-  cuDNN's kernel is left out (`sink_backends`): it builds a plan per new batch shape;
+  Without gradients the kernel attends over the real keys and the sink's share is taken from its
+  log-sum-exp (`_attention_then_sink_share`): 0.53 against 0.59-0.61 s a warm evaluation, with the two
+  changes to hf.py that came with it (gpu_variants.md, call 20);
 - for inference, the experts compute real tokens only (`pack_moe_tokens`): a batch's pads (a quarter of the
   tokens of the 1,009 test texts in batches of 32,768 tokens) skip the router and the experts;
 - in training, the experts' gate recomputed in the backward pass (`recompute_expert_gate`, on by default):
@@ -193,10 +195,11 @@ SINK_ATTENTION = "hatelens_fused_sinks"  # no "sdpa" in the name: transformers w
 
 
 def sink_backends():
-    """The fused kernels `sdpa_with_sinks` may use: PyTorch's own choice minus cuDNN, which builds an
-    execution plan for every new (rows, width) shape (hundreds of ms each; batches sorted by length all
-    differ in width), so a fresh process paid seconds on its first batches. The memory-efficient kernel
-    takes the additive mask with no plan. HATELENS_CUDNN_ATTENTION=1 gives cuDNN back (benchmarks compare)."""
+    """The fused kernels `sdpa_with_sinks` may use with gradients (inference calls the memory-efficient kernel
+    itself): PyTorch's own choice minus cuDNN, which builds an execution plan for every new (rows, width) shape
+    (hundreds of ms each; batches sorted by length all differ in width), so a fresh process paid seconds on its
+    first batches. The memory-efficient kernel takes the additive mask with no plan. HATELENS_CUDNN_ATTENTION=1
+    gives cuDNN back."""
     from torch.nn.attention import SDPBackend
 
     if os.environ.get("HATELENS_CUDNN_ATTENTION") == "1":
@@ -207,11 +210,15 @@ def sink_backends():
 def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """GPT-OSS attention (a learned sink logit per head) through PyTorch's fused attention kernels.
 
-    The sink is one extra key whose value vector is zero and whose logit is the learned number (put in the
-    additive mask): it takes its share of the softmax and adds nothing, exactly like the column that eager
-    attention appends. The query heads that share a key/value head are folded into the query length, so
-    keys and values are never repeated. `attention_mask` is the additive (batch, 1, q, kv) mask.
+    Inference (`_attention_then_sink_share`): the kernel attends over the real keys and returns each query's
+    log-sum-exp, and the sink's share of the softmax is taken out afterwards. With gradients the sink is one
+    extra key whose value vector is zero and whose logit is the learned number (put in the additive mask): it
+    takes its share of the softmax and adds nothing, exactly like the column that eager attention appends.
+    Either way the query heads that share a key/value head are folded into the query length, so keys and
+    values are never repeated. `attention_mask` is the additive (batch, 1, q, kv) mask.
     """
+    if not torch.is_grad_enabled() and attention_mask is not None and not dropout:
+        return _attention_then_sink_share(query, key, value, attention_mask, kwargs["s_aux"], scaling)
     batch, heads, q_length, dim = query.shape
     kv_heads, kv_length = key.shape[1], key.shape[2]
     group = heads // kv_heads
@@ -228,34 +235,69 @@ def sdpa_with_sinks(module, query, key, value, attention_mask, scaling, dropout=
     return output.reshape(batch, heads, q_length, dim).transpose(1, 2).contiguous(), None
 
 
-# id(a layer's additive attention mask) -> ((shape key), (batch, kv heads, group, q, kv + 1) mask buffer): a forward
-# pass hands every layer of one attention type the same mask tensor, so the buffer is built once per forward and
-# type; each entry goes with its mask tensor (weakref.finalize), at the end of the forward pass.
+def _mask_with_sinks(attention_mask, sinks, kv_heads: int, group: int, q_length: int, kv_length: int):
+    """The (batch, kv heads, group x q, kv + 1) additive mask of the training path: the layer's mask for every
+    query head, and the layer's sink logits as the last column."""
+    batch = attention_mask.shape[0]
+    sinks = sinks.view(1, kv_heads, group, 1, 1).to(attention_mask.dtype)
+    allowed = attention_mask[:, :, None, :, :kv_length].expand(batch, kv_heads, group, q_length, kv_length)
+    return torch.cat([allowed, sinks.expand(batch, -1, -1, q_length, 1)], dim=-1).view(
+        batch, kv_heads, group * q_length, -1)
+
+
+def _attention_then_sink_share(query, key, value, attention_mask, sinks, scaling):
+    """Sink attention for inference, (batch, q, heads, head_dim) like `sdpa_with_sinks`.
+
+    With Z = exp(log-sum-exp of a query's scores over the real keys) and s its head's sink logit, softmax over
+    the keys plus the sink gives each real key e^score / (Z + e^s): the kernel's output scaled by
+    Z / (Z + e^s) = sigmoid(log-sum-exp - s). So no zero key and value are appended a layer, the mask has no
+    per-head sink column (one (batch, 1, group x q, kv) mask serves every head, built once a forward pass:
+    `_folded_mask`), and the scaling writes the (batch, q, heads, head_dim) layout o_proj reads, in one pass.
+    Masked keys hold the dtype's minimum, not -inf: a query with no key to see gets a finite log-sum-exp far
+    below s, a share of 0 and an output of 0, as the sink column gives it."""
+    batch, heads, q_length, dim = query.shape
+    kv_heads, kv_length = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    folded = query.reshape(batch, kv_heads, group * q_length, dim)
+    bias = _folded_mask(attention_mask, group, q_length, kv_length, query.dtype).expand(batch, kv_heads, -1, -1)
+    if query.is_cuda:
+        output, log_sum_exp = torch.ops.aten._scaled_dot_product_efficient_attention(
+            folded, key, value, bias, True, scale=scaling)[:2]
+    else:
+        output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            folded, key, value, attn_mask=bias, scale=scaling)
+    log_sum_exp = log_sum_exp[..., :group * q_length].view(batch, kv_heads, group, q_length)
+    share = torch.sigmoid(log_sum_exp - sinks.view(1, kv_heads, group, 1).float())
+    result = query.new_empty(batch, q_length, kv_heads, group, dim)
+    torch.mul(output.unflatten(2, (group, q_length)), share.unsqueeze(-1), out=result.permute(0, 2, 3, 1, 4))
+    return result.view(batch, q_length, heads, dim), None
+
+
+# id(a layer's additive attention mask) -> ((shape, device, dtype), (batch, group, q, padded kv) mask buffer): a
+# forward pass hands every layer of one attention type the same mask tensor, so the buffer is built once per
+# forward and type; each entry goes with its mask tensor (weakref.finalize), at the end of the forward pass.
 _SINK_MASKS: dict[int, tuple] = {}
 
+# The memory-efficient kernel reads the mask's rows at addresses aligned to 16 elements (PyTorch's own
+# scaled_dot_product_attention pads and copies an unaligned mask on every call).
+MASK_ALIGNMENT = 16
 
-def _mask_with_sinks(attention_mask, sinks, kv_heads: int, group: int, q_length: int, kv_length: int):
-    """The (batch, kv heads, group x q, kv + 1) additive mask of `sdpa_with_sinks`: the layer's mask for every
-    query head, and the layer's sink logits as the last column. Inference builds the first part once per mask
-    tensor and writes only the sink column a layer (it was a 5-D concatenation a layer: 4-13% of a warm
-    evaluation's GPU time); with gradients the mask is built afresh (autograd must not see a buffer rewritten)."""
-    batch, dtype = attention_mask.shape[0], attention_mask.dtype
-    sinks = sinks.view(1, kv_heads, group, 1, 1).to(dtype)
-    allowed = attention_mask[:, :, None, :, :kv_length]
-    if torch.is_grad_enabled():
-        return torch.cat([allowed.expand(batch, kv_heads, group, q_length, kv_length),
-                          sinks.expand(batch, -1, -1, q_length, 1)], dim=-1).view(batch, kv_heads, group * q_length, -1)
-    shape = (batch, kv_heads, group, q_length, kv_length + 1)
+
+def _folded_mask(attention_mask, group: int, q_length: int, kv_length: int, dtype):
+    """(batch, 1, group x q, kv) view of the layer's mask repeated for the `group` query heads folded into the
+    query length, rows padded to MASK_ALIGNMENT; built once per mask tensor (once a forward pass and type)."""
+    batch = attention_mask.shape[0]
+    padded = -(-kv_length // MASK_ALIGNMENT) * MASK_ALIGNMENT
+    key = ((batch, group, q_length, kv_length), attention_mask.device, dtype)
     entry = _SINK_MASKS.get(id(attention_mask))
-    if entry is None or entry[0] != (shape, attention_mask.device):
-        buffer = attention_mask.new_empty(shape)
-        buffer[..., :kv_length] = allowed
+    if entry is None or entry[0] != key:
+        buffer = torch.empty(batch, group, q_length, padded, dtype=dtype, device=attention_mask.device)
+        buffer[..., :kv_length] = attention_mask[:, :, :, :kv_length]
+        buffer[..., kv_length:] = 0  # never read as a key; kept finite all the same
         if entry is None:
             weakref.finalize(attention_mask, _SINK_MASKS.pop, id(attention_mask), None)
-        entry = _SINK_MASKS[id(attention_mask)] = ((shape, attention_mask.device), buffer)
-    buffer = entry[1]
-    buffer[..., kv_length:] = sinks
-    return buffer.view(batch, kv_heads, group * q_length, kv_length + 1)
+        entry = _SINK_MASKS[id(attention_mask)] = (key, buffer)
+    return entry[1].view(batch, 1, group * q_length, padded)[..., :kv_length]
 
 
 def use_sink_attention(model) -> None:

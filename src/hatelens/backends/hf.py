@@ -28,7 +28,7 @@ import torch
 from hatelens import extras
 from hatelens.backends import adapters, fast_paths, fused_kernels, models, prompts
 from hatelens.backends.base import Output
-from hatelens.backends.batch_plan import BATCH_COST_SHARE, batch_ends
+from hatelens.backends.batch_plan import BATCH_COST_SHARE, batch_ends, padded
 from hatelens.backends.models import cache_argument, pick_device, pick_dtype
 from hatelens.backends.parsing import parse_answer
 from hatelens.backends.placement import describe, plan_placement
@@ -107,15 +107,16 @@ class HFClassifier:
         order = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))
         widths = self._computed_widths([prompt_ids[i] for i in order])
         outputs: list[Output | None] = [None] * len(texts)
-        start = 0
+        start, pending = 0, None  # pending: (rows, read) of the batch launched last, read after the next launch
         max_rows, max_tokens = self.batch_size, self.max_batch_tokens
         ends: list[int] = []
+        self._clock = time.perf_counter()
         while start < len(order):
             ends = ends or batch_ends(widths, start, max_rows=max_rows, max_tokens=max_tokens,
                                       cost_share=self.batch_cost_share)
             indices = order[start:ends.pop(0)]
             try:
-                results = self._timed_batch([prompt_ids[i] for i in indices])
+                read = self._start_batch([prompt_ids[i] for i in indices])
             except torch.OutOfMemoryError:
                 if len(indices) == 1:
                     raise ModelError("out of memory at batch size 1; use a smaller model, a shorter template "
@@ -127,23 +128,45 @@ class HFClassifier:
                 torch.cuda.empty_cache() if torch.cuda.is_available() else None
                 ends = []  # planned again within the new limits
                 continue
-            for index, result in zip(indices, results):
-                outputs[index] = result
-            start += len(indices)
+            if pending:
+                self._finish(*pending, outputs)
+            pending, start = (indices, read), start + len(indices)
+        if pending:
+            self._finish(*pending, outputs)
         return [dataclasses.replace(output, truncated=True) if was_cut else output
                 for output, was_cut in zip(outputs, cut)]
 
-    def _timed_batch(self, prompt_ids: list[list[int]]) -> list[Output]:
-        started = time.perf_counter()
-        results = self._run_batch(prompt_ids)  # returns Python floats / strings: the device has finished
-        seconds = time.perf_counter() - started
+    def _start_batch(self, prompt_ids: list[list[int]]):
+        """Launch one batch; returns a function that waits for it and gives its Outputs. Scoring on CUDA
+        returns as soon as the kernels and an asynchronous copy of the scores are queued: the host then
+        plans and launches the next batch while the GPU works on this one (every host-to-device copy of a
+        batch is non-blocking, so nothing waits for the batch before). Elsewhere the batch runs here."""
+        if self.mode != "score" or self.device.type != "cuda":
+            results = self._run_batch(prompt_ids)
+            return lambda: results
+        scores = self._hate_probabilities(prompt_ids)
+        on_host = scores.to("cpu", non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(scores.device))
+
+        def read() -> list[Output]:
+            copied.synchronize()
+            return [Output(score=score) for score in on_host.tolist()]
+        return read
+
+    def _finish(self, indices: list[int], read, outputs: list) -> None:
+        """Wait for a launched batch, put its Outputs in place and time it: the seconds since the batch
+        before it was read (or since scoring began), so the batches' seconds add up to the scoring wall."""
+        for index, result in zip(indices, read()):
+            outputs[index] = result
+        now = time.perf_counter()
+        seconds, self._clock = now - self._clock, now
         if self.timing["first_batch_s"] is None:
-            self.timing.update(first_batch_s=round(seconds, 4), first_batch_rows=len(prompt_ids))
+            self.timing.update(first_batch_s=round(seconds, 4), first_batch_rows=len(indices))
         else:
             self.timing["later_batches"] += 1
             self.timing["later_batches_s"] = round(self.timing["later_batches_s"] + seconds, 4)
-            self.timing["later_rows"] += len(prompt_ids)
-        return results
+            self.timing["later_rows"] += len(indices)
 
     def _computed_widths(self, sorted_ids: list[list[int]]) -> list[int]:
         """Tokens each prompt makes the model compute: after the cached opening (when every prompt of this
@@ -175,20 +198,18 @@ class HFClassifier:
         return self._generate(prompt_ids)
 
     def _left_pad(self, sequences: list[list[int]]):
-        width = max(len(ids) for ids in sequences)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
+        input_ids, attention_mask = padded(sequences, self.tokenizer.pad_token_id, left=True)
         # Left padding shifts every token; positions must count real tokens only.
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return input_ids.to(self.device), attention_mask.to(self.device), position_ids.to(self.device)
+        return tuple(tensor.to(self.device, non_blocking=True) for tensor in (input_ids, attention_mask, position_ids))
 
-    @torch.inference_mode()
     def score_ids(self, prompt_ids: list[list[int]]) -> list[float]:
         """P(hate) per prompt: softmax over the summed log-probs of each label's tokens."""
+        return self._hate_probabilities(prompt_ids).tolist()
+
+    @torch.inference_mode()
+    def _hate_probabilities(self, prompt_ids: list[list[int]]) -> torch.Tensor:
+        """`score_ids` as a float32 tensor on the model's device (nothing waits for the device)."""
         hate, normal = self._continuations[HATE], self._continuations[NORMAL]
         if len(hate) == 1 and len(normal) == 1:
             # Both label words are single tokens: one forward pass, the next-token distribution.
@@ -197,14 +218,14 @@ class HFClassifier:
         else:
             pair = torch.stack([self._continuation_log_prob(prompt_ids, hate),
                                 self._continuation_log_prob(prompt_ids, normal)], dim=1)
-        return torch.softmax(pair.float(), dim=1)[:, 0].tolist()
+        return torch.softmax(pair.float(), dim=1)[:, 0]
 
     def _continuation_log_prob(self, prompt_ids, continuation: list[int]):
         """Sum of log P(continuation token t | prompt, earlier tokens), every token counted."""
         sequences = [ids + continuation for ids in prompt_ids]
         # the last len+1 positions, minus the final one: position p predicts token p+1.
         log_probs = self._end_log_probs(sequences, len(continuation) + 1)[:, :-1]
-        targets = torch.tensor(continuation, device=log_probs.device).expand(len(sequences), -1)
+        targets = torch.tensor(continuation).to(log_probs.device, non_blocking=True).expand(len(sequences), -1)
         return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(dim=1)
 
     def _end_log_probs(self, sequences: list[list[int]], count: int):
@@ -258,27 +279,25 @@ class HFClassifier:
 
     def _end_log_probs_after_prefix(self, sequences, count: int, prefix_length: int):
         """`_end_log_probs` with the first `prefix_length` tokens read from the cached opening."""
-        cache = copy.deepcopy(self._prefix[1])
-        cache.batch_repeat_interleave(len(sequences))
+        cache = copy.deepcopy(self._prefix[1])  # update() replaces a layer's tensors: the stored opening stays
+        models.share_cache_rows(cache, len(sequences))
         suffixes = [ids[prefix_length:] for ids in sequences]
-        width = max(len(ids) for ids in suffixes)
         # Right padding: each text's tokens follow the opening directly, so sliding-window layers see what
         # they see unbatched; the pads come last, where no real token attends to them.
-        input_ids = torch.full((len(suffixes), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(suffixes), prefix_length + width), dtype=torch.long)
-        attention_mask[:, :prefix_length] = 1
-        for row, ids in enumerate(suffixes):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention_mask[row, prefix_length:prefix_length + len(ids)] = 1
+        input_ids, real = padded(suffixes, self.tokenizer.pad_token_id)
+        width = input_ids.shape[1]
+        attention_mask = torch.cat([torch.ones((len(suffixes), prefix_length), dtype=torch.long), real], dim=1)
         position_ids = torch.arange(prefix_length, prefix_length + width).expand(len(suffixes), -1)
         with self._packing(attention_mask[:, prefix_length:]):
-            hidden = self._decoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                                   position_ids=position_ids.to(self.device), cache=cache).last_hidden_state
+            hidden = self._decoder(input_ids=input_ids.to(self.device, non_blocking=True),
+                                   attention_mask=attention_mask.to(self.device, non_blocking=True),
+                                   position_ids=position_ids.to(self.device, non_blocking=True), cache=cache).last_hidden_state
         if cache.get_seq_length() != prefix_length + width:
             raise ModelError("the model ignored the cached prompt opening; score with reuse_prefix=False "
                              "or a transformers version hatelens is tested with (5.17, 5.24)")
         # hidden is on the last layer's device: with layers split over GPUs (placement.py) not self.device
-        ends = torch.tensor([[len(ids) - count + k for k in range(count)] for ids in suffixes], device=hidden.device)
+        ends = torch.tensor([[len(ids) - count + k for k in range(count)] for ids in suffixes]).to(hidden.device,
+                                                                                            non_blocking=True)
         picked = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         head = self.model.get_output_embeddings()
         logits = head(picked.to(head.weight.device))
