@@ -78,6 +78,7 @@ class HFClassifier:
         self._prefix: tuple[tuple[int, ...], object] | None = None  # (shared opening ids, its key/value cache)
         self._packs_moe = fast_paths.packs_moe_tokens(model)  # MoE layers skip pads (use_gpu_speedups)
         self.timing = dict(FRESH_TIMING)
+        self._clock = 0.0  # when the last batch of the current call was read (`_finish`)
         self._continuations = {
             label: tokenizer(text, add_special_tokens=False).input_ids
             for label, text in template.scored_continuations().items()
@@ -107,7 +108,7 @@ class HFClassifier:
         order = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))
         widths = self._computed_widths([prompt_ids[i] for i in order])
         outputs: list[Output | None] = [None] * len(texts)
-        start, pending = 0, None  # pending: (rows, read) of the batch launched last, read after the next launch
+        start, pending = 0, None  # pending: (indices, read) of the batch launched last, read after the next launch
         max_rows, max_tokens = self.batch_size, self.max_batch_tokens
         ends: list[int] = []
         self._clock = time.perf_counter()
