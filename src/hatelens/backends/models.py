@@ -277,12 +277,8 @@ def share_cache_rows(cache, rows: int) -> None:
     values expanded over the rows, a view. A layer's concatenation with the batch's own keys then copies the
     opening once, where `batch_repeat_interleave` copies it for every row first. Scoring only: training keeps
     batch_repeat_interleave (expanding was not faster there: benchmarks/results/gpu_run.md)."""
-    layers = getattr(cache, "layers", None)
-    if layers is None:  # a cache class without per-layer objects
-        cache.batch_repeat_interleave(rows)
-        return
-    for layer in layers:
-        if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
+    for layer in cache.layers:  # transformers 5's DynamicCache: one object a layer
+        if layer.is_initialized:
             layer.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
             layer.values = layer.values.expand(rows, *layer.values.shape[1:])
 
