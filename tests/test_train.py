@@ -358,3 +358,18 @@ def test_adapters_on_chosen_layers_leave_the_others_frozen(tiny_llama_dir, tmp_p
     assert names and all(".layers.1." in name for name in names)
     assert {name.split(".layers.1.")[1].split(".lora_")[0] for name in names} == {
         "self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"}
+
+
+def test_the_opening_falls_back_to_the_eager_pass_where_no_graph_can_be_captured(tiny_llama_dir, caplog):
+    """graphed_opening.py: graphs need CUDA; a model where none can be captured gets None (the caller runs the
+    opening eagerly), a warning saying why, and no second try for the same opening."""
+    from hatelens.training import graphed_opening
+
+    model = models.load_model(models.resolve_model(str(tiny_llama_dir)), dtype=torch.float32, device="cpu")
+    model.train()
+    assert not graphed_opening.enabled(model)  # on a CPU the eager pass is used without trying
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with caplog.at_level("WARNING"):
+        assert graphed_opening.opening_cache(model, model, ids, models.cache_argument(model)) is None
+    assert "could not be captured as a CUDA graph" in caplog.text
+    assert graphed_opening._GRAPHS[model] == {(1, 2, 3, 4): None}

@@ -6,6 +6,9 @@ Two savings, neither of which changes the loss or its gradients (tests/test_trai
 - the prompt opening that every record shares (chat header, system prompt, few-shot examples) runs once
   per batch, one row with gradients kept, and its key/value cache serves every row.
 
+On CUDA in training the opening's forward and backward passes are replayed as CUDA graphs
+(graphed_opening.py): the same kernels in two launches instead of thousands.
+
 Gradient checkpointing re-runs each layer in the backward pass: transformers then drops any cache
 given to the layer, PyTorch's checkpoint wrapper (FSDP's activation checkpointing) would extend it a
 second time. Under either the opening is run with every row instead: correct, without the saving.
@@ -19,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from hatelens.backends.models import cache_argument
+from hatelens.training import graphed_opening
 
 IGNORE_INDEX = -100  # the label of a token the loss skips (PyTorch's and transformers' convention)
 
@@ -84,8 +88,12 @@ def _after_shared_opening(model, base, input_ids, labels, opening: int):
     from transformers import DynamicCache
 
     name = cache_argument(base)
-    cache = DynamicCache(config=base.config)
-    model(input_ids=input_ids[:1, :opening], use_cache=True, logits_to_keep=1, **{name: cache})
+    cache = None
+    if model is base and graphed_opening.enabled(model):  # CUDA training: replayed as a graph (graphed_opening.py)
+        cache = graphed_opening.opening_cache(model, base, input_ids[:1, :opening], name)
+    if cache is None:
+        cache = DynamicCache(config=base.config)
+        model(input_ids=input_ids[:1, :opening], use_cache=True, logits_to_keep=1, **{name: cache})
     cache.batch_repeat_interleave(len(input_ids))
     width = input_ids.shape[1] - opening
     positions = torch.arange(opening, opening + width, device=input_ids.device).expand(len(input_ids), -1)
