@@ -133,3 +133,61 @@ def test_negations_deny_stereotypes_as_normal_and_dignity_as_hate():
     result, counts = augment.augment([], counterfactual=False, neutral_per_group=0, balance_labels=False, seed=0,
                                      negation_per_group=2)
     assert counts == {"negation": len(result)} and len(result) == 3 * 3
+
+
+def fine(index: int, text: str, label: str, fine_label: str | None, group: str = "lgbtq") -> Example:
+    extra = {"fine_label": fine_label} if fine_label else {}
+    return Example(id=f"row{index}", text=text, label=label, group=group, source="hatexplain", extra=extra)
+
+
+def test_fine_label_repeats_copy_the_named_finer_labels_and_their_counterfactual_copies():
+    rows = [fine(0, "gay people are fine", "normal", "offensive"), fine(1, "gay people, get out", "hate", "hatespeech"),
+            fine(2, "a plain post", "normal", "normal"), fine(3, "another", "normal", None)]
+    result, counts = augment.augment(rows, counterfactual=True, neutral_per_group=0, balance_labels=False, seed=0,
+                                     fine_repeats={"offensive": 3, "hatespeech": 2})
+    texts = Counter(example.text for example in result)
+    assert texts["gay people are fine"] == 3 and texts["gay people, get out"] == 2
+    assert texts["a plain post"] == 1 and texts["another"] == 1
+    swapped = [example for example in result if example.source == augment.AUGMENT_SOURCE and "~fine" not in example.id]
+    assert swapped and all(example.extra["fine_label"] in {"offensive", "hatespeech"} for example in swapped)
+    # each counterfactual copy is repeated like its original: offensive 2 more, hatespeech 1 more each
+    assert counts["fine_label_repeats"] == 2 + 1 + sum(3 - 1 if e.extra["fine_label"] == "offensive" else 1
+                                                       for e in swapped)
+    repeated = [example for example in result if "~fine" in example.id]
+    assert all(example.label == next(r.label for r in rows + swapped if example.id.startswith(r.id + "~fine"))
+               for example in repeated)
+    assert len({example.id for example in result}) == len(result)  # ids stay unique
+
+
+def test_fine_label_repeats_need_the_finer_label():
+    from hatelens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label_fine.*hatelens data split"):
+        augment.augment([example(0, "no finer label here")], counterfactual=False, neutral_per_group=0,
+                        balance_labels=False, seed=0, fine_repeats={"offensive": 2})
+
+
+def test_the_finer_label_travels_from_the_unified_file_through_the_split_jsonl(tmp_path):
+    """`hatelens data split` writes the finer label as label_fine; reading it back keeps it; the data hash ignores it."""
+    import json
+
+    from hatelens.data import examples_hash, load_examples, write_jsonl
+
+    unified = tmp_path / "unified.json"
+    unified.write_text(json.dumps([{"text": "a post", "label_binary": "normal", "label_multiclass": "offensive",
+                                    "target_group_norm": "lgbtq", "source_dataset": "hatexplain", "original_id": "7"}]))
+    loaded = load_examples(unified).examples
+    assert loaded[0].extra["fine_label"] == "offensive"
+    write_jsonl(loaded, tmp_path / "train.jsonl")
+    assert json.loads((tmp_path / "train.jsonl").read_text())["label_fine"] == "offensive"
+    again = load_examples(tmp_path / "train.jsonl").examples
+    assert again[0].extra["fine_label"] == "offensive"
+    plain = [Example(id=e.id, text=e.text, label=e.label, group=e.group, source=e.source) for e in again]
+    assert examples_hash(again) == examples_hash(plain)
+
+
+def test_the_recipe_option_reaches_the_training_examples():
+    rows = [fine(0, "one", "normal", "offensive"), fine(1, "two", "hate", "hatespeech")]
+    settings = AugmentConfig(fine_label_repeats={"offensive": 2})
+    kept = records.training_examples(rows, prompts.load_template("compact"), settings)
+    assert [example.text for example in kept] == ["one", "two", "one"]

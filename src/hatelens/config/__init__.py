@@ -337,6 +337,9 @@ class AugmentConfig:
     counter_speech_per_group: int = 0  # each group's hateful posts quoted in a frame that rejects them (normal)
     negation_per_group: int = 0  # denied stereotypes (normal) + half as many denied dignities (hate) per group
     balance_labels: bool = False  # repeat the rarer label within each group until both labels are as frequent
+    # posts whose source's finer label is named appear this many times in all, e.g. {offensive: 2}: HateXplain's
+    # offensive posts (labelled normal) weigh double (labels: hatespeech, offensive, normal, toxic_implicit, benign_implicit)
+    fine_label_repeats: dict[str, int] = field(default_factory=dict)
     seed: int = 0
 
 

@@ -34,6 +34,7 @@ from typing import Sequence
 
 from hatelens.data.examples import Example, normalize_text
 from hatelens.data.labels import HATE, NORMAL
+from hatelens.errors import ConfigError
 
 AUGMENT_SOURCE = "augment"
 
@@ -177,7 +178,7 @@ def counterfactual_copies(examples: Sequence[Example], *, seed: int) -> list[Exa
             text = swap_identity(example.text, example.group, target, rng)
             if text is not None:
                 copies.append(replace(example, id=f"{example.id}~cf-{target}", text=text, group=target,
-                                      source=AUGMENT_SOURCE, extra={"augmented_from": example.id}))
+                                      source=AUGMENT_SOURCE, extra={**example.extra, "augmented_from": example.id}))
                 break
     return copies
 
@@ -258,9 +259,22 @@ def balance_labels_per_group(examples: Sequence[Example], *, seed: int) -> list[
     return repeats
 
 
+def fine_label_repeats(examples: Sequence[Example], repeats: dict[str, int]) -> list[Example]:
+    """Extra copies of the posts whose finer label is named: {"offensive": 2} makes each of HateXplain's offensive
+    posts (labelled normal) appear twice in all, so the training weighs the boundary the binary label hides."""
+    if not any("fine_label" in example.extra for example in examples if example.source != AUGMENT_SOURCE):
+        raise ConfigError("augment.fine_label_repeats needs each post's finer label (field label_fine), which this "
+                          "training file lacks; write the splits again with 'hatelens data split'")
+    copies = []
+    for example in examples:
+        for index in range(max(repeats.get(example.extra.get("fine_label"), 1), 1) - 1):
+            copies.append(replace(example, id=f"{example.id}~fine{index}"))
+    return copies
+
+
 def augment(examples: Sequence[Example], *, counterfactual: bool, neutral_per_group: int,
             balance_labels: bool, seed: int, counter_speech_per_group: int = 0,
-            negation_per_group: int = 0) -> tuple[list[Example], dict]:
+            negation_per_group: int = 0, fine_repeats: dict[str, int] | None = None) -> tuple[list[Example], dict]:
     """The training examples plus the augmented ones (original order first, then additions), and counts
     of what was added. Additions whose text equals a training text (or each other) are dropped."""
     seen = {normalize_text(example.text) for example in examples}
@@ -283,6 +297,10 @@ def augment(examples: Sequence[Example], *, counterfactual: bool, neutral_per_gr
                 unique.append(example)
         result += unique
         counts[name] = len(unique)
+    if fine_repeats:  # the training posts and their counterfactual copies (the copies keep the finer label)
+        copies = fine_label_repeats(result, fine_repeats)
+        result += copies
+        counts["fine_label_repeats"] = len(copies)
     if balance_labels:  # after the additions: the neutral posts change each group's label mix
         repeats = balance_labels_per_group(result, seed=seed)
         result += repeats

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN_GROUP = "unknown"
 SOURCE_FIELDS = ("source", "source_dataset")
+FINE_LABEL_FIELDS = ("label_fine", "label_multiclass")  # the source's finer label, kept in Example.extra["fine_label"]
 ID_FIELDS = ("id", "case_id")
 
 # Other spellings of the same group. Different groups (latino, arab, muslim, ...) keep their names.
@@ -142,8 +143,18 @@ def _example(record: Record, columns: Columns, stem: str, file_format: str) -> E
         label=_label(label_value, record.where),
         group=normalize_group(group),
         source=source,
-        extra={"functionality": values.get("functionality")} if file_format == "hatecheck" else {},
+        extra=_extra(values, file_format),
     )
+
+
+def _extra(values: dict, file_format: str) -> dict:
+    """HateCheck's functionality; the source's finer label (HateXplain's hatespeech / offensive / normal,
+    ToxiGen's toxic_implicit / benign_implicit) where the record has one."""
+    extra = {"functionality": values.get("functionality")} if file_format == "hatecheck" else {}
+    fine = _first_value(values, FINE_LABEL_FIELDS)
+    if fine is not None:
+        extra["fine_label"] = fine
+    return extra
 
 
 def _field(values: dict, names: tuple[str, ...], role: str, where: str) -> str:
@@ -284,7 +295,8 @@ def _short_place(place: str, path: Path) -> str:
 
 
 def write_jsonl(examples: Sequence[Example], path: str | Path) -> None:
-    """Write {"id", "text", "label", "group", "source"} per line; the file appears whole or not at all."""
+    """Write {"id", "text", "label", "group", "source", "label_fine"?} per line; the file appears whole or not
+    at all."""
     write_jsonl_files({Path(path): examples})
 
 
@@ -304,6 +316,8 @@ def _jsonl_bytes(examples: Sequence[Example]) -> bytes:
     for example in examples:
         record = {"id": example.id, "text": example.text, "label": example.label, "group": example.group}
         record["source"] = example.source
+        if example.extra.get("fine_label"):
+            record["label_fine"] = example.extra["fine_label"]
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     return "".join(lines).encode("utf-8")
 

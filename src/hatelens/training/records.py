@@ -36,7 +36,8 @@ def training_examples(examples: list[Example], template: prompts.PromptTemplate,
                                         neutral_per_group=settings.neutral_per_group,
                                         balance_labels=settings.balance_labels, seed=settings.seed,
                                         counter_speech_per_group=settings.counter_speech_per_group,
-                                        negation_per_group=settings.negation_per_group)
+                                        negation_per_group=settings.negation_per_group,
+                                        fine_repeats=settings.fine_label_repeats)
     if counts:  # something was asked for
         logger.info("augmentation: %d training examples -> %d (%s)", len(kept), len(augmented),
                     ", ".join(f"{name} +{count}" for name, count in counts.items()))
