@@ -337,9 +337,7 @@ class AugmentConfig:
     counter_speech_per_group: int = 0  # each group's hateful posts quoted in a frame that rejects them (normal)
     negation_per_group: int = 0  # denied stereotypes (normal) + half as many denied dignities (hate) per group
     balance_labels: bool = False  # repeat the rarer label within each group until both labels are as frequent
-    # posts whose source's finer label is named appear this many times in all, e.g. {offensive: 2}: HateXplain's
-    # offensive posts (labelled normal) weigh double (labels: hatespeech, offensive, normal, toxic_implicit, benign_implicit)
-    fine_label_repeats: dict[str, int] = field(default_factory=dict)
+    fine_label_repeats: dict[str, int] = field(default_factory=dict)  # {offensive: 2}: posts of a finer label x2
     seed: int = 0
 
 
@@ -378,8 +376,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # trade compute for memory (large models)
     attn_implementation: str | None = None  # e.g. eager (gpt-oss: attention sinks)
     dequantize_mxfp4: bool = False  # gpt-oss: load MXFP4 weights dequantised to bf16 for training
-    # gpt-oss on CUDA: torch.compile the experts' gate (off: 66 s of compilation on an H200 against ~9 s saved
-    compile_expert_gate: bool = False  # per epoch, gpu_run.md), else recompute it in backward (less memory)
+    compile_expert_gate: bool = False  # gpt-oss, CUDA: off (66 s to compile for ~9 s an epoch); gate recomputed
     recompute_expert_gate: bool = True
     trust_remote_code: bool = False
     report_to: list[str] | str = "tensorboard"  # training curves go to: tensorboard | mlflow | wandb | none (or a list)
