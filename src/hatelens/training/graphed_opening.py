@@ -1,7 +1,7 @@
 """The shared prompt opening's forward and backward passes in training, replayed as two CUDA graphs.
 
 Every training batch first runs the prompt opening that all its records share (one row, gradients kept:
-answer_loss.py). That pass is the same shape every step, and on gpt-oss it is half of a step's ~14,600
+answer_loss.py). That pass is the same shape every step, and on gpt-oss it is half of a step's ~15,200
 kernel launches while its kernels are tiny: a step on one H200 took 0.42 s with the GPU busy 0.21 s of it,
 the host launching kernels the rest (benchmarks/results/train_profile.md). Captured once as CUDA graphs
 (forward, and backward into the LoRA weights' gradients; about 1 s), each step replays them in two launches:
