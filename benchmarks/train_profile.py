@@ -12,8 +12,9 @@ warm + timed + profiled steps. The first variant is the recipe as shipped. Per v
   against the timed window's step time, so the share of a step the GPU waits on the host is read without the
   profiler's own overhead; the top kernels; the host's ops by self time; the host's waits on the GPU
   (synchronisations and device-to-host copies).
-The variants share seeds and sampler, so the same budget gives the same batches in the same order: their timed
-windows compare side by side. Writes OUT/train_profile.json and OUT/train_profile.md (rewritten after each variant).
+The variants share seeds and sampler, so the same budget gives the same batches in the same order. A later variant
+in the same process ran slower than the same code run first (0.49 against 0.42 s a step, call 23 in
+results/train_profile.md): compare code versions in separate processes (one variant each, the other through env.). Writes OUT/train_profile.json and OUT/train_profile.md (rewritten after each variant).
 """
 
 import argparse
@@ -51,7 +52,8 @@ class StepWindows(TrainerCallback):
         if step in (self.warm, self.warm + self.timed):
             synchronize()
             self.started, self.first_shape = time.perf_counter(), len(self.shapes)
-            torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
         if step == self.warm + self.timed:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
@@ -118,7 +120,7 @@ def analyse(profiler, steps: int) -> dict:
             "host_waits_per_step": {name: [count / steps, round(s / steps, 4)] for name, (count, s) in waits.items()}}
 
 
-def run_variant(args, name: str, overrides: list[str], out: Path) -> dict:
+def run_variant(args, overrides: list[str]) -> dict:
     from hatelens.config import TrainConfig, load_config
     from hatelens.training import train as train_module
     from hatelens.training.trainer import AnswerSFTTrainer
@@ -150,7 +152,8 @@ def run_variant(args, name: str, overrides: list[str], out: Path) -> dict:
             else:
                 os.environ[key] = value
     row = {"overrides": overrides, "process_s": round(time.perf_counter() - started, 1), **windows.result}
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return row
 
 
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
     variants = [("as shipped", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split(",")) for v in args.variant]
     for name, overrides in variants:
         try:
-            data["variants"][name] = run_variant(args, name, overrides, out)
+            data["variants"][name] = run_variant(args, overrides)
         except Exception as error:  # one variant's failure (e.g. out of memory) leaves the others measured
             data["variants"][name] = {"overrides": overrides, "error": f"{type(error).__name__}: {error}"[:500]}
         (out / "train_profile.json").write_text(json.dumps(data, indent=1))

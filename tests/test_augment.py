@@ -165,6 +165,9 @@ def test_fine_label_repeats_need_the_finer_label():
     with pytest.raises(ConfigError, match="label_fine.*hatelens data split"):
         augment.augment([example(0, "no finer label here")], counterfactual=False, neutral_per_group=0,
                         balance_labels=False, seed=0, fine_repeats={"offensive": 2})
+    with pytest.raises(ConfigError, match="names ofensive, a finer label no training post has; .* are offensive"):
+        augment.augment([fine(0, "a post", "normal", "offensive")], counterfactual=False, neutral_per_group=0,
+                        balance_labels=False, seed=0, fine_repeats={"ofensive": 2})
 
 
 def test_the_finer_label_travels_from_the_unified_file_through_the_split_jsonl(tmp_path):

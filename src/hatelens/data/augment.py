@@ -262,14 +262,16 @@ def balance_labels_per_group(examples: Sequence[Example], *, seed: int) -> list[
 def fine_label_repeats(examples: Sequence[Example], repeats: dict[str, int]) -> list[Example]:
     """Extra copies of the posts whose finer label is named: {"offensive": 2} makes each of HateXplain's offensive
     posts (labelled normal) appear twice in all, so the training weighs the boundary the binary label hides."""
-    if not any("fine_label" in example.extra for example in examples if example.source != AUGMENT_SOURCE):
+    known = {example.extra["fine_label"] for example in examples if "fine_label" in example.extra}
+    if not known:
         raise ConfigError("augment.fine_label_repeats needs each post's finer label (field label_fine), which this "
                           "training file lacks; write the splits again with 'hatelens data split'")
-    copies = []
-    for example in examples:
-        for index in range(max(repeats.get(example.extra.get("fine_label"), 1), 1) - 1):
-            copies.append(replace(example, id=f"{example.id}~fine{index}"))
-    return copies
+    unknown = sorted(set(repeats) - known)
+    if unknown:  # a misspelt label would silently repeat nothing
+        raise ConfigError(f"augment.fine_label_repeats names {', '.join(unknown)}, a finer label no training post has; "
+                          f"the training split's are {', '.join(sorted(known))}")
+    return [replace(example, id=f"{example.id}~fine{index}") for example in examples
+            for index in range(repeats.get(example.extra.get("fine_label"), 1) - 1)]
 
 
 def augment(examples: Sequence[Example], *, counterfactual: bool, neutral_per_group: int,
