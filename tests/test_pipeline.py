@@ -70,6 +70,33 @@ def test_run_walks_every_step_and_writes_a_report(run_config, tiny_bert_dir, mon
     assert "| fine-tuned, functional suite, calibrated |" in (result.run_dir / "10_comparison" / "report.md").read_text()
 
 
+def test_the_validation_steps_are_the_scores_training_computed(run_config, tmp_path):
+    """Training scored validation before its first step (the base model) and at its best checkpoint, as the
+    evaluator does: the run's validation steps take those scores instead of scoring the split twice more, and
+    they are the scores the evaluator gives the same models."""
+    from hatelens.config import EvalConfig, ModelConfig
+    from hatelens.evaluation.evaluate import evaluate
+
+    result = run_pipeline(run_config, progress=False)
+    summary = json.loads(next((result.run_dir / "02_train").glob("*/training_summary.json")).read_text())
+    for step, adapter, training_step in (("01_baseline_validation", None, 0),
+                                         ("03_finetuned_validation", summary["adapter_dir"], summary["best"]["step"])):
+        recorded = json.loads((result.run_dir / step / "metrics.json").read_text())
+        assert recorded["run"]["scores_from"].endswith(f"its evaluation at step {training_step}")
+        fresh = evaluate(EvalConfig(data=run_config.validation_data, output_dir=str(tmp_path / step), n_bootstrap=50,
+                                    model=ModelConfig(model=run_config.model, adapter=adapter, template="compact",
+                                                      batch_size=8)), progress=False)
+        assert "scores_from" not in fresh.metrics["run"]
+        assert recorded["run"]["model_version"] == fresh.metrics["run"]["model_version"]
+        rows = [json.loads(line) for line in (result.run_dir / step / "predictions.jsonl").read_text().splitlines()]
+        again = [json.loads(line) for line in (fresh.run_dir / "predictions.jsonl").read_text().splitlines()]
+        assert [row["id"] for row in rows] == [row["id"] for row in again]
+        assert [row["score"] for row in rows] == pytest.approx([row["score"] for row in again], abs=1e-5)
+    base = json.loads((result.run_dir / "01_baseline_validation" / "predictions.jsonl").read_text().splitlines()[0])
+    tuned = json.loads((result.run_dir / "03_finetuned_validation" / "predictions.jsonl").read_text().splitlines()[0])
+    assert base["score"] != pytest.approx(tuned["score"], abs=1e-4)  # two different models' scores
+
+
 def test_rerun_after_finishing_steps_keeps_them(run_config):
     first = run_pipeline(run_config, progress=False)
     (first.run_dir / "verdict.json").unlink()  # as if interrupted just before the end

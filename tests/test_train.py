@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
 from hatelens.backends import models, prompts
-from hatelens.backends.hf import HFClassifier, score_texts
+from hatelens.backends.hf import HFClassifier
+from hatelens.backends.text_scores import score_texts
 from hatelens.cli import build_parser
 from hatelens.cli.train_commands import build_config
 from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config
@@ -212,13 +213,53 @@ def test_evaluate_reads_the_adapter_folder_or_base_plus_adapter(llama_run, tiny_
 
 
 def test_validation_f1_during_training_is_what_evaluate_reports_for_the_adapter(llama_run, tmp_path):
-    """eval_f1 comes from the scorer the caller hands in (backends.hf.score_texts): the evaluator's own scores."""
+    """eval_f1 comes from the scorer the caller hands in (backends.text_scores.score_texts): the evaluator's own scores."""
     result, _, work = llama_run
     best = next(row for row in result.summary["evaluations"] if row["step"] == result.summary["best"]["step"])
     config = EvalConfig(data=str(work / "val.jsonl"), output_dir=str(tmp_path / "eval"), n_bootstrap=10,
                         model=ModelConfig(model=str(result.adapter_dir), template="compact", batch_size=4))
     metrics = evaluate(config, progress=False).metrics
     assert (best["eval_f1"], best["eval_roc_auc"]) == pytest.approx((metrics["f1"], metrics["roc_auc"]), abs=1e-6)
+
+
+def test_validation_loss_read_from_the_scoring_pass_is_the_records_answer_loss(llama_run, tiny_llama_dir):
+    """With one-token answers the trainer skips its record-by-record loss pass and reads the validation loss from
+    the scoring pass (-log P(answer)): it must be the loss that pass computes, answer_loss over the records."""
+    import peft
+
+    from hatelens import data
+    from hatelens.training.answer_loss import answer_loss
+
+    result, _, work = llama_run
+    best = next(row for row in result.summary["evaluations"] if row["step"] == result.summary["best"]["step"])
+    assert "eval_answer_token_accuracy" not in best  # the loss pass, which counts it, did not run
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = peft.PeftModel.from_pretrained(models.load_model(models.resolve_model(str(tiny_llama_dir))),
+                                           str(result.adapter_dir)).eval()
+    records = sft_data.build_dataset(data.load_examples(str(work / "val.jsonl")).examples,
+                                     prompts.load_template("compact"), tokenizer, max_length_tokens=1024, where="val")
+    with torch.no_grad():
+        losses = [answer_loss(model, torch.tensor([row["input_ids"]]), torch.ones(1, len(row["input_ids"])),
+                              torch.tensor([row["labels"]])).loss.item() for row in records]
+    assert best["eval_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-5)
+    assert result.summary["evaluations"][0]["eval_loss"] > best["eval_loss"]  # the untrained model's, higher
+
+
+def test_a_several_token_answer_keeps_the_loss_pass(tiny_llama_dir):
+    """A JSON answer is several tokens, and score mode reads only its opening: no loss from the scores."""
+    import dataclasses
+
+    from hatelens.training.train import validation_scoring
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    examples = [Example(id="a", text="a post", label="hate", group="lgbtq")]
+    word = prompts.load_template("compact")
+    scoring = validation_scoring(examples, word, score_texts, tokenizer, 1024)
+    assert scoring.loss_from_scores and scoring.max_length_tokens == 1023  # the answer's token kept free
+    json_answer = validation_scoring(examples, dataclasses.replace(word, answer_format="json"), score_texts,
+                                     tokenizer, 1024)
+    assert not json_answer.loss_from_scores and json_answer.max_length_tokens is None
+    assert validation_scoring(examples, word, None, tokenizer, 1024) is None
 
 
 def test_without_a_scorer_training_reports_no_f1_and_cannot_pick_by_it(tiny_llama_dir, tmp_path):

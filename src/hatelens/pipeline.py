@@ -29,6 +29,7 @@ from hatelens.evaluation.calibrate import Calibration
 from hatelens.evaluation.evaluate import DONE_FILE, EvalResult, evaluate, rethreshold
 
 if TYPE_CHECKING:  # training (torch, TRL, PEFT) is imported when the training step runs
+    from hatelens.backends.recorded import ScoreRecorder
     from hatelens.training.train import TrainResult
 
 logger = logging.getLogger(__name__)
@@ -90,13 +91,21 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
     # Steps in the order that loads each model once: the base model scores validation and test, then makes
     # way for training; the fine-tuned model scores validation, test and the suite. (The test scores play
     # no part in training or in choosing thresholds: calibration reads validation only.)
-    baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data, config.validation_samples)
+    # Where training scores validation as the evaluator would (float32, one process), its scores before the first
+    # step and at the best checkpoint are the validation steps' (backends/recorded.py): two passes fewer.
+    reuse = steps.validation_from_training("02_train")
+    if not reuse:
+        baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data, config.validation_samples)
     baseline_test = steps.evaluate("04_baseline_test", config.test_data, config.test_samples)
     steps.release_models()
     trained = steps.train("02_train")
+    if reuse:
+        baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data,
+                                             config.validation_samples, recorded=(trained, 0))
     adapter = str(trained.adapter_dir)
     finetuned_validation = steps.evaluate("03_finetuned_validation", config.validation_data,
-                                          config.validation_samples, adapter=adapter)
+                                          config.validation_samples, adapter=adapter,
+                                          recorded=(trained, (trained.summary.get("best") or {}).get("step")) if reuse else None)
     finetuned_test = steps.evaluate("05_finetuned_test", config.test_data, config.test_samples, adapter=adapter)
     suite = None
     if config.functional_suite:
@@ -163,6 +172,7 @@ class Steps:
     def __init__(self, config: RunConfig, root: Path, progress: bool, resumed: bool = False):
         self.config, self.root, self.progress, self.resumed = config, root, progress, resumed
         self.loaded: dict[str | None, object] = {}  # adapter (None: the base model) -> its loaded classifier
+        self.recorder: "ScoreRecorder | None" = None  # the training's validation scores, when this process trains
 
     def classifier(self, model: ModelConfig, step: str):
         """The hf classifier of this model + adapter, loaded once and reused by every step that scores with
@@ -181,7 +191,10 @@ class Steps:
             free_memory()
 
     def evaluate(self, step: str, data: str, samples: int | None, *, adapter: str | None = None,
-                 backend: str = "hf", reference_kind: str = "logistic", data_format: str | None = None) -> EvalResult:
+                 backend: str = "hf", reference_kind: str = "logistic", data_format: str | None = None,
+                 recorded: tuple["TrainResult", int] | None = None) -> EvalResult:
+        """One evaluation step. recorded: (training, step): answer from the scores that training's evaluation at
+        that step computed, where the recorder saw it (else the model scores as usual)."""
         config = self.config
         model = ModelConfig(model=config.model, adapter=adapter, template=config.template, backend=backend,
                             batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens,
@@ -192,8 +205,33 @@ class Steps:
                                  report_to=config.report_to)
         logger.info("step %s: %s on %s", step, f"reference ({reference_kind})" if backend == "reference" else
                     f"{config.model}{' + adapter' if adapter else ''}", data)
-        return evaluate(eval_config, classifier=self.classifier(model, step), progress=self.progress,
-                        run_dir=self.root / step)
+        calls = None
+        if recorded and self.recorder and not (self.root / step / DONE_FILE).is_file():
+            calls = self.recorder.at_step(recorded[0].summary, recorded[1])
+        if calls is None:
+            return evaluate(eval_config, classifier=self.classifier(model, step), progress=self.progress,
+                            run_dir=self.root / step)
+        from hatelens.backends.recorded import RecordedClassifier, model_version
+
+        classifier = RecordedClassifier(calls, model_version=model_version(model),
+                                        scores_from=f"{recorded[0].run_dir}: its evaluation at step {recorded[1]}",
+                                        fallback=lambda: self.classifier(model, step))
+        return evaluate(eval_config, classifier=classifier, progress=self.progress, run_dir=self.root / step)
+
+    def validation_from_training(self, step: str) -> bool:
+        """Whether the training in `step` will score validation as the evaluator would, before its first step and
+        at each checkpoint: one process, float32 weights in training and in evaluation, evaluation before training
+        on, training not finished yet (a finished one recorded nothing). The validation steps then wait for it."""
+        import torch
+
+        from hatelens.backends.models import pick_device, pick_dtype
+
+        if self.config.train_processes > 1 or finished_training(self.root / step):
+            return False
+        train_config = self.train_config(step)
+        trains_fp32 = pick_dtype(train_config.dtype, pick_device(train_config.device)) == torch.float32
+        evaluates_fp32 = pick_dtype("auto", pick_device("auto")) == torch.float32  # the steps' ModelConfig
+        return train_config.eval_on_start and trains_fp32 and evaluates_fp32
 
     def train_values(self, step: str) -> dict:
         """What the run sets in the training recipe: its model, template, data and folder."""
@@ -211,7 +249,7 @@ class Steps:
     def train(self, step: str) -> "TrainResult":
         """Fine-tune into <root>/<step>/; a finished training there is reused, an unfinished one resumed.
         With train_processes > 1 the training runs under `accelerate launch` (training/launch.py)."""
-        from hatelens.backends.hf import score_texts
+        from hatelens.backends.recorded import ScoreRecorder
         from hatelens.training.train import train
 
         finished = finished_training(self.root / step)
@@ -220,7 +258,8 @@ class Steps:
         train_config = self.train_config(step)  # a bad recipe or override fails here, before any process starts
         logger.info("step %s: LoRA fine-tuning with %s", step, self.config.train_recipe)
         if self.config.train_processes < 2:
-            return train(train_config, score_texts=score_texts, progress=self.progress, resume=True)
+            self.recorder = ScoreRecorder()  # the evaluator's scoring, each call's scores kept (backends/recorded.py)
+            return train(train_config, score_texts=self.recorder, progress=self.progress, resume=True)
         from hatelens.training.launch import as_overrides, launch_command, launch_training
 
         command = launch_command(self.config.train_recipe,

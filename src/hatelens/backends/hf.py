@@ -22,7 +22,6 @@ import os
 import time
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from hatelens import extras
@@ -145,14 +144,14 @@ class HFClassifier:
         if self.mode != "score" or self.device.type != "cuda":
             results = self._run_batch(prompt_ids)
             return lambda: results
-        scores = self._hate_probabilities(prompt_ids)
+        scores = self._label_scores(prompt_ids)
         on_host = scores.to("cpu", non_blocking=True)
         copied = torch.cuda.Event()
         copied.record(torch.cuda.current_stream(scores.device))
 
         def read() -> list[Output]:
             copied.synchronize()
-            return [Output(score=score) for score in on_host.tolist()]
+            return score_outputs(on_host)
         return read
 
     def _finish(self, indices: list[int], read, outputs: list) -> None:
@@ -195,7 +194,7 @@ class HFClassifier:
     # -- batches ----------------------------------------------------------------------------------
     def _run_batch(self, prompt_ids: list[list[int]]) -> list[Output]:
         if self.mode == "score":
-            return [Output(score=score) for score in self.score_ids(prompt_ids)]
+            return score_outputs(self._label_scores(prompt_ids))
         return self._generate(prompt_ids)
 
     def _left_pad(self, sequences: list[list[int]]):
@@ -206,11 +205,12 @@ class HFClassifier:
 
     def score_ids(self, prompt_ids: list[list[int]]) -> list[float]:
         """P(hate) per prompt: softmax over the summed log-probs of each label's tokens."""
-        return self._hate_probabilities(prompt_ids).tolist()
+        return self._label_scores(prompt_ids)[:, 0].tolist()
 
     @torch.inference_mode()
-    def _hate_probabilities(self, prompt_ids: list[list[int]]) -> torch.Tensor:
-        """`score_ids` as a float32 tensor on the model's device (nothing waits for the device)."""
+    def _label_scores(self, prompt_ids: list[list[int]]) -> torch.Tensor:
+        """(rows, 3) float32 on the model's device (nothing waits for it): P(hate), and the log-probabilities
+        of each label's answer tokens (hate, normal) that it normalises."""
         hate, normal = self._continuations[HATE], self._continuations[NORMAL]
         if len(hate) == 1 and len(normal) == 1:
             # Both label words are single tokens: one forward pass, the next-token distribution.
@@ -219,7 +219,8 @@ class HFClassifier:
         else:
             pair = torch.stack([self._continuation_log_prob(prompt_ids, hate),
                                 self._continuation_log_prob(prompt_ids, normal)], dim=1)
-        return torch.softmax(pair.float(), dim=1)[:, 0]
+        pair = pair.float()
+        return torch.cat([torch.softmax(pair, dim=1)[:, :1], pair], dim=1)
 
     def _continuation_log_prob(self, prompt_ids, continuation: list[int]):
         """Sum of log P(continuation token t | prompt, earlier tokens), every token counted."""
@@ -328,12 +329,9 @@ class HFClassifier:
         return text
 
 
-def score_texts(model, tokenizer, template: prompts.PromptTemplate, texts: Sequence[str], *,
-                batch_size: int, max_length_tokens: int | None = None) -> np.ndarray:
-    """P(hate) per text from a model already in memory, exactly as `hatelens evaluate` scores it. Training
-    hands this to its trainer for the validation F1 of each checkpoint (training/trainer.py says why)."""
-    classifier = HFClassifier(model, tokenizer, template, batch_size=batch_size, max_length_tokens=max_length_tokens)
-    return np.array([output.score for output in classifier.classify(texts)])
+def score_outputs(table: torch.Tensor) -> list[Output]:
+    """Outputs from `_label_scores` rows: P(hate) and the two log-probabilities it normalises."""
+    return [Output(score=score, label_log_probs=(hate, normal)) for score, hate, normal in table.tolist()]
 
 
 def load_for_inference(config, *, template: prompts.PromptTemplate | None = None, report: dict | None = None):

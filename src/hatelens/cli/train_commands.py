@@ -56,7 +56,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     extras.require("train", "hatelens train")
-    from hatelens.backends.hf import score_texts
+    from hatelens.backends.text_scores import score_texts
     from hatelens.training.train import train
 
     config = build_config(args)

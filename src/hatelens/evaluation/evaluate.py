@@ -125,6 +125,8 @@ def evaluate(config: EvalConfig, *, classifier=None, progress: bool = True, run_
                 "scoring_wall_s": round(time.perf_counter() - started, 2), "write_s": round(write_s, 3),
                 "resumed_rows": len(done),
                 "timing": getattr(classifier, "timing", None)}  # hf: model load, compilation, first batch apart
+    if getattr(classifier, "scores_from", None):  # scores a training run computed (backends/recorded.py)
+        run_info["scores_from"] = classifier.scores_from
     if team is not None:
         run_info["processes"] = team.num_processes
     result = finish_run(run_dir, rows, run_info, config)

@@ -8,7 +8,7 @@ The records are the evaluator's own prompts (same template, same chat template) 
 answer it reads; the loss is on the answer tokens only (records.py, answer_loss.py). TRL's SFTTrainer
 does the loop with a PEFT LoraConfig (trainer.py adapts it): cosine schedule with warm-up, evaluation
 on the validation split each epoch, early stopping, the best checkpoint by validation loss or F1 (the
-F1 of the evaluator's own scores: the caller hands in `backends.hf.score_texts`).
+F1 of the evaluator's own scores: the caller hands in `backends.text_scores.score_texts`).
 
 runs/<UTC stamp>_<name>/
   adapter/                 PEFT adapter (safetensors) + tokenizer: the best checkpoint
@@ -42,6 +42,7 @@ from hatelens.backends import models, prompts
 from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import free_memory, pick_device, pick_dtype
 from hatelens.config import TrainConfig, to_dict
+from hatelens.data.labels import LABELS
 from hatelens.errors import ConfigError, ModelError
 from hatelens.files import file_sha256
 from hatelens.process_team import broadcast, process_team
@@ -73,7 +74,7 @@ def train(config: TrainConfig, *, score_texts: TextScorer | None = None, progres
           resume: bool = False, callbacks: tuple = ()) -> TrainResult:
     """Fine-tune, keep the best adapter, write the run folder.
 
-    score_texts: P(hate) per validation text for eval_f1 / eval_roc_auc (`backends.hf.score_texts`, which
+    score_texts: P(hate) per validation text for eval_f1 / eval_roc_auc (`backends.text_scores.score_texts`, which
     `hatelens train` and `hatelens run` pass); None: validation loss only. resume: continue the newest
     unfinished run of the same config from its last checkpoint. callbacks: extra transformers TrainerCallbacks.
     """
@@ -98,7 +99,8 @@ def train(config: TrainConfig, *, score_texts: TextScorer | None = None, progres
         setup = TrainingSetup(
             config=config, run_dir=run_dir, source=source, tokenizer=tokenizer,
             records=build_records(config, template, tokenizer, train_examples, val_examples),
-            validation=validation_scoring(val_examples, template, score_texts), resume_from=resume_from,
+            validation=validation_scoring(val_examples, template, score_texts, tokenizer, config.max_length_tokens),
+            resume_from=resume_from,
             main=main, progress=progress and main, callbacks=callbacks)
         fit = fit_with_memory_backoff(setup)
 
@@ -192,12 +194,21 @@ def build_records(config: TrainConfig, template, tokenizer, train_examples, val_
     return Records(train_set, val_set, opening)
 
 
-def validation_scoring(val_examples, template, score_texts: TextScorer | None) -> ValidationScoring | None:
+def validation_scoring(val_examples, template, score_texts: TextScorer | None, tokenizer,
+                       max_length_tokens: int) -> ValidationScoring | None:
+    """What each evaluation scores; None without a scorer. When every label's answer is the one token that
+    score mode reads (a label word such as ` hate`, not a JSON answer), the scoring pass gives the validation
+    loss too; prompts are then cut exactly as the records are (max_length_tokens less the answer's token)."""
     if score_texts is None:
         return None
+    answers = {label: tokenizer(template.answer(label), add_special_tokens=False).input_ids for label in LABELS}
+    scored = {label: tokenizer(text, add_special_tokens=False).input_ids
+              for label, text in template.scored_continuations().items()}
+    one_token = all(len(answers[label]) == 1 and answers[label] == scored[label] for label in LABELS)
     return ValidationScoring(texts=[example.text for example in val_examples],
                              labels=[example.label for example in val_examples], template=template,
-                             score_texts=score_texts)
+                             score_texts=score_texts, max_length_tokens=max_length_tokens - 1 if one_token else None,
+                             loss_from_scores=one_token)
 
 
 def fit_with_memory_backoff(setup: TrainingSetup) -> Fit:
@@ -238,7 +249,7 @@ def check_config(config: TrainConfig, score_texts: TextScorer | None) -> None:
         raise ConfigError(f"best_metric {config.best_metric!r}: choose one of {', '.join(BEST_METRICS)}")
     if config.best_metric == "f1" and score_texts is None:
         raise ConfigError("best_metric f1 needs the validation split scored: call train(..., "
-                          "score_texts=hatelens.backends.hf.score_texts), as `hatelens train` does")
+                          "score_texts=hatelens.backends.text_scores.score_texts), as `hatelens train` does")
     if config.dtype == "float16":
         raise ConfigError("dtype float16 is not supported for training (it needs a loss scaler); "
                           "use bfloat16 or float32")

@@ -5,7 +5,8 @@ The changes, each small:
   per batch (answer_loss.py: same loss and gradients, less work);
 - each evaluation also scores the validation split exactly as `hatelens evaluate` does (through the
   scoring function the caller hands in, see ValidationScoring) and reports eval_f1 / eval_roc_auc, so the
-  best checkpoint can be chosen by F1;
+  best checkpoint can be chosen by F1; where each answer is one token, that same pass gives the validation
+  loss too (the log-probability of each record's answer), and the record-by-record loss pass is skipped;
 - checkpoints hold safetensors and JSON only (checkpoint_state.py): nothing is ever unpickled;
 - an evaluation leaves the random streams as it found them, so it never changes what is trained;
 - with `max_batch_tokens`, training batches are bounded by tokens (token_batches.py) instead of rows,
@@ -39,15 +40,16 @@ TRAINING_ARGS_PICKLE = "training_args.bin"  # what Trainer writes with torch.sav
 
 
 class TextScorer(Protocol):
-    """P(hate) per text from a model in memory, rendered through `template`: `backends.hf.score_texts`."""
+    """P(hate) per text from a model in memory, rendered through `template`, and the log-probabilities of the
+    two labels' answers (`TextScores`): `backends.text_scores.score_texts`."""
 
     def __call__(self, model, tokenizer, template: PromptTemplate, texts: Sequence[str], *,
-                 batch_size: int) -> np.ndarray: ...
+                 batch_size: int, max_length_tokens: int | None = None): ...
 
 
 # Why the scorer is handed in rather than imported: training must never import an inference backend
 # (backends/hf.py brings generation, GGUF loading and prefix caches, and would tie the layers together).
-# The CLI and the pipeline pass `backends.hf.score_texts`, the very scoring `hatelens evaluate` runs, so
+# The CLI and the pipeline pass `backends.text_scores.score_texts`, the very scoring `hatelens evaluate` runs, so
 # eval_f1 is the F1 that evaluating the checkpoint would report.
 @dataclass
 class ValidationScoring:
@@ -58,6 +60,9 @@ class ValidationScoring:
     labels: list[str]
     template: PromptTemplate
     score_texts: TextScorer
+    max_length_tokens: int | None = None  # prompts cut as the validation records are (the answer's room kept)
+    # every answer one token, the one score mode reads: the loss is -log P(answer) from the scoring pass itself
+    loss_from_scores: bool = False
 
 
 class AnswerSFTTrainer(SFTTrainer):
@@ -119,29 +124,43 @@ class AnswerSFTTrainer(SFTTrainer):
             return super().evaluate(*args, **kwargs)
 
     def evaluation_loop(self, *args, **kwargs):
-        output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", "eval")
+        if self.validation is not None and self.validation.loss_from_scores:  # one pass: scores and loss
+            from transformers.trainer_utils import EvalLoopOutput
+
+            metrics = {f"{prefix}_{key}": value for key, value in self.score_validation().items()}
+            return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics,
+                                  num_samples=len(self.validation.texts))
+        output = super().evaluation_loop(*args, **kwargs)
         if self.validation is not None:
             output.metrics.update({f"{prefix}_{key}": value for key, value in self.score_validation().items()})
         return output
 
     def score_validation(self) -> dict:
-        """F1 at 0.5, the best F1 over thresholds 0.01..0.99, ROC-AUC of P(hate) on the validation split.
-        Several processes each score the whole split, in step (FSDP's forward passes are collective):
-        the same figures everywhere, so they agree on the best checkpoint and on early stopping."""
+        """F1 at 0.5, the best F1 over thresholds 0.01..0.99, ROC-AUC of P(hate) on the validation split;
+        with `loss_from_scores`, also the loss: the mean of -log P(answer) over the records, which is what the
+        loss pass computes when every answer is one token. Several processes each score the whole split, in step
+        (FSDP's forward passes are collective): the same figures everywhere, so they agree on the best checkpoint
+        and on early stopping."""
         from sklearn.metrics import roc_auc_score
 
         validation = self.validation
-        scores = np.asarray(validation.score_texts(self.model, self.processing_class, validation.template,
-                                                   validation.texts, batch_size=self.args.per_device_eval_batch_size))
+        scored = validation.score_texts(self.model, self.processing_class, validation.template, validation.texts,
+                                        batch_size=self.args.per_device_eval_batch_size,
+                                        max_length_tokens=validation.max_length_tokens)
+        scores = np.asarray(scored.scores)
         truth = np.array([to_int(label) for label in validation.labels], dtype=bool)
         thresholds = np.arange(1, 100) / 100
         f1s = f1_at_thresholds(truth, scores, thresholds)
         best = int(np.argmax(f1s))
-        return {"f1": float(f1_at_thresholds(truth, scores, np.array([0.5]))[0]),
-                "best_f1": float(f1s[best]), "best_threshold": float(thresholds[best]),
-                "roc_auc": float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan"),
-                "predicted_hate_rate": float((scores >= 0.5).mean())}
+        figures = {"f1": float(f1_at_thresholds(truth, scores, np.array([0.5]))[0]),
+                   "best_f1": float(f1s[best]), "best_threshold": float(thresholds[best]),
+                   "roc_auc": float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan"),
+                   "predicted_hate_rate": float((scores >= 0.5).mean())}
+        if validation.loss_from_scores:
+            answer_log_probs = np.where(truth, scored.label_log_probs[:, 0], scored.label_log_probs[:, 1])
+            figures = {"loss": float(-answer_log_probs.mean()), **figures}
+        return figures
 
     # -- checkpoints: safetensors + JSON only ---------------------------------------------------------
     # Every process calls these; only the main one writes (DDP keeps the processes' weights and optimizer
