@@ -213,7 +213,8 @@ def test_evaluate_reads_the_adapter_folder_or_base_plus_adapter(llama_run, tiny_
 
 
 def test_validation_f1_during_training_is_what_evaluate_reports_for_the_adapter(llama_run, tmp_path):
-    """eval_f1 comes from the scorer the caller hands in (backends.text_scores.score_texts): the evaluator's own scores."""
+    """eval_f1 comes from the scorer the caller hands in (backends.text_scores.score_texts): the evaluator's own
+    scores."""
     result, _, work = llama_run
     best = next(row for row in result.summary["evaluations"] if row["step"] == result.summary["best"]["step"])
     config = EvalConfig(data=str(work / "val.jsonl"), output_dir=str(tmp_path / "eval"), n_bootstrap=10,

@@ -95,17 +95,18 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, quick: bool = Fals
     # step and at the best checkpoint are the validation steps' (backends/recorded.py): two passes fewer.
     reuse = steps.validation_from_training("02_train")
     if not reuse:
-        baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data, config.validation_samples)
+        baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data,
+                                             config.validation_samples)
     baseline_test = steps.evaluate("04_baseline_test", config.test_data, config.test_samples)
     steps.release_models()
     trained = steps.train("02_train")
     if reuse:
         baseline_validation = steps.evaluate("01_baseline_validation", config.validation_data,
                                              config.validation_samples, recorded=(trained, 0))
-    adapter = str(trained.adapter_dir)
+    adapter, best_step = str(trained.adapter_dir), (trained.summary.get("best") or {}).get("step")
     finetuned_validation = steps.evaluate("03_finetuned_validation", config.validation_data,
                                           config.validation_samples, adapter=adapter,
-                                          recorded=(trained, (trained.summary.get("best") or {}).get("step")) if reuse else None)
+                                          recorded=(trained, best_step) if reuse else None)
     finetuned_test = steps.evaluate("05_finetuned_test", config.test_data, config.test_samples, adapter=adapter)
     suite = None
     if config.functional_suite:
