@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-from fixtures import tiny_bert, tiny_gpt_oss, tiny_llama  # noqa: E402
+from fixtures import WeightWatch, tiny_bert, tiny_gpt_oss, tiny_llama, tiny_train_config  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hatelens.backends import prompts  # noqa: E402
@@ -33,6 +33,18 @@ def tiny_bert_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_gpt_oss_dir(tmp_path_factory):
     return tiny_gpt_oss(tmp_path_factory.mktemp("tiny_gpt_oss"))
+
+
+@pytest.fixture(scope="session")
+def llama_run(tiny_llama_dir, tmp_path_factory):
+    """A tiny Llama trained once with the evaluator's scorer: (TrainResult, its WeightWatch, the work folder)."""
+    from hatelens.backends.text_scores import score_texts
+    from hatelens.training.train import train
+
+    work = tmp_path_factory.mktemp("llama_train")
+    watch = WeightWatch()
+    result = train(tiny_train_config(tiny_llama_dir, work), score_texts=score_texts, progress=False, callbacks=(watch,))
+    return result, watch, work
 
 
 @pytest.fixture

@@ -34,12 +34,13 @@ from transformers import (
     GptOssForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    TrainerCallback,
 )
 
 from hatelens.backends import prompts
 from hatelens.backends.base import Output
 from hatelens.backends.hf import HFClassifier
-from hatelens.config import EvalConfig, ModelConfig
+from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config
 from hatelens.errors import DataError
 from hatelens.evaluation.evaluate import evaluate
 from hatelens.evaluation.thresholds import Thresholds
@@ -295,3 +296,24 @@ def serve_app(classifier, db_path, **kwargs):
 
     kwargs.setdefault("thresholds", SERVE_THRESHOLDS)
     return create_app(classifier, db_path=str(db_path), **kwargs)
+
+
+def tiny_train_config(model_dir: Path, work: Path, *overrides: str) -> TrainConfig:
+    """A two-epoch LoRA recipe for a tiny model on 8 training and 4 validation rows written into `work`."""
+    train_file = write_jsonl(work / "train.jsonl", separable_rows(8))
+    val_file = write_jsonl(work / "val.jsonl", separable_rows(4))
+    return load_config(TrainConfig, None, [
+        f"model={model_dir}", f"train_file={train_file}", f"val_file={val_file}", f"output_dir={work / 'runs'}",
+        "template=compact", "epochs=2", "batch_size=4", "grad_accum=1", "learning_rate=0.01", "eval_batch_size=8",
+        "lora.r=4", "lora.alpha=8", "lora.dropout=0.1", "logging_steps=1", "eval_on_start=true", *overrides,
+    ])
+
+
+class WeightWatch(TrainerCallback):
+    """Snapshots every parameter at the start and the end of training."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = {name: value.detach().clone() for name, value in model.named_parameters()}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = {name: value.detach().clone() for name, value in model.named_parameters()}

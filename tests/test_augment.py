@@ -111,12 +111,12 @@ def test_training_examples_leave_out_shots_and_apply_augmentation(tmp_path):
 # PEFT reads model.is_gradient_checkpointing, which transformers 5.24 deprecates; not ours to fix.
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_train_with_augmentation_trains_on_the_added_rows(tiny_llama_dir, tmp_path):
-    from test_train import tiny_config
+    from fixtures import tiny_train_config
 
     from hatelens.training.train import train
 
-    config = tiny_config(tiny_llama_dir, tmp_path, "epochs=1", "eval_on_start=false", "augment.neutral_per_group=2",
-                         "augment.balance_labels=true")
+    config = tiny_train_config(tiny_llama_dir, tmp_path, "epochs=1", "eval_on_start=false",
+                               "augment.neutral_per_group=2", "augment.balance_labels=true")
     result = train(config, progress=False)
     assert result.summary["n_train"] == 8 + 6 + 6  # 8 rows, 2 neutral per group, their normals balanced by hate
 

@@ -107,13 +107,13 @@ def test_gpu_speedups_switch_on_for_gpt_oss_and_keep_the_scores(tiny_gpt_oss_dir
 
 def _opening_trainer(folder, work, dtype: str):
     """A trainer of a tiny model on CUDA (no dropout), one batch of rows of different lengths."""
-    from test_train import tiny_config
+    from fixtures import tiny_train_config
 
     from hatelens.backends import models
     from hatelens.training import records as sft_data
     from hatelens.training.train import Records, TrainingSetup, build_trainer, load_base_model, load_splits
 
-    config = tiny_config(folder, work, "lora.dropout=0", "device=cuda", f"dtype={dtype}")
+    config = tiny_train_config(folder, work, "lora.dropout=0", "device=cuda", f"dtype={dtype}")
     source = models.resolve_model(str(folder))
     tokenizer = models.load_tokenizer(source)
     dataset = sft_data.build_dataset(load_splits(config)[0], prompts.load_template("compact"), tokenizer,

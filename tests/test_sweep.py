@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_train import separable_rows, write_jsonl
+from fixtures import separable_rows, write_jsonl
 
 from hatelens.cli import main
 from hatelens.errors import ConfigError

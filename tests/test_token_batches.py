@@ -1,7 +1,7 @@
 """Training batches bounded by tokens: every row once per epoch, the budget kept, plugged into the trainer."""
 
 import pytest
-from test_train import tiny_config
+from fixtures import tiny_train_config
 from transformers import TrainerCallback
 
 from hatelens.errors import ConfigError
@@ -55,8 +55,8 @@ class SamplerWatch(TrainerCallback):
 
 def test_training_with_a_token_budget_uses_the_sampler_and_times_its_steps(tiny_gpt_oss_dir, tmp_path):
     watch = SamplerWatch()
-    config = tiny_config(tiny_gpt_oss_dir, tmp_path, "epochs=2", "eval_on_start=false", "batch_size=8",
-                         "max_batch_tokens=70")
+    config = tiny_train_config(tiny_gpt_oss_dir, tmp_path, "epochs=2", "eval_on_start=false", "batch_size=8",
+                               "max_batch_tokens=70")
     result = train(config, progress=False, callbacks=(watch,))
     assert isinstance(watch.batch_sampler, TokenBudgetBatchSampler)
     batches, speed = result.summary["batches"], result.summary["speed"]
@@ -69,6 +69,6 @@ def test_training_with_a_token_budget_uses_the_sampler_and_times_its_steps(tiny_
 
 
 def test_row_batches_stay_the_default(tiny_llama_dir, tmp_path):
-    result = train(tiny_config(tiny_llama_dir, tmp_path, "epochs=1", "eval_on_start=false"), progress=False)
+    result = train(tiny_train_config(tiny_llama_dir, tmp_path, "epochs=1", "eval_on_start=false"), progress=False)
     assert result.summary["batches"] == {"by": "rows", "rows": 4}
     assert result.summary["speed"]["rows"] == 8 and result.summary["steps"] == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fixtures import separable_rows, write_jsonl
+from fixtures import WeightWatch, tiny_train_config
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
@@ -16,10 +16,9 @@ from hatelens.backends.hf import HFClassifier
 from hatelens.backends.text_scores import score_texts
 from hatelens.cli import build_parser
 from hatelens.cli.train_commands import build_config
-from hatelens.config import EvalConfig, ModelConfig, TrainConfig, load_config
+from hatelens.config import TrainConfig, load_config
 from hatelens.data import Example
 from hatelens.errors import ConfigError, ModelError
-from hatelens.evaluation.evaluate import evaluate
 from hatelens.training import records as sft_data
 from hatelens.training.summary import _loss_verdict
 from hatelens.training.train import train
@@ -30,34 +29,6 @@ pytestmark = [
 ]
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "lora"
-
-
-def tiny_config(model_dir: Path, work: Path, *overrides: str) -> TrainConfig:
-    train_file = write_jsonl(work / "train.jsonl", separable_rows(8))
-    val_file = write_jsonl(work / "val.jsonl", separable_rows(4))
-    return load_config(TrainConfig, None, [
-        f"model={model_dir}", f"train_file={train_file}", f"val_file={val_file}", f"output_dir={work / 'runs'}",
-        "template=compact", "epochs=2", "batch_size=4", "grad_accum=1", "learning_rate=0.01", "eval_batch_size=8",
-        "lora.r=4", "lora.alpha=8", "lora.dropout=0.1", "logging_steps=1", "eval_on_start=true", *overrides,
-    ])
-
-
-class WeightWatch(TrainerCallback):
-    """Snapshots every parameter at the start and the end of training."""
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.before = {name: value.detach().clone() for name, value in model.named_parameters()}
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.after = {name: value.detach().clone() for name, value in model.named_parameters()}
-
-
-@pytest.fixture(scope="module")
-def llama_run(tiny_llama_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("llama_train")
-    watch = WeightWatch()
-    result = train(tiny_config(tiny_llama_dir, work), score_texts=score_texts, progress=False, callbacks=(watch,))
-    return result, watch, work
 
 
 # -- records ------------------------------------------------------------------------------------------
@@ -111,9 +82,9 @@ def test_run_folder_holds_adapter_summary_logs_and_no_pickles(llama_run, tiny_ll
 
 def test_gpt_oss_trains_lora_on_attention_and_experts(tiny_gpt_oss_dir, tmp_path):
     watch = WeightWatch()
-    config = tiny_config(tiny_gpt_oss_dir, tmp_path, "epochs=1", "eval_on_start=false", "lora.dropout=0",
-                         "lora.target_modules=[q_proj, v_proj]",
-                         "lora.target_parameters=[mlp.experts.gate_up_proj, mlp.experts.down_proj]")
+    config = tiny_train_config(tiny_gpt_oss_dir, tmp_path, "epochs=1", "eval_on_start=false", "lora.dropout=0",
+                               "lora.target_modules=[q_proj, v_proj]",
+                               "lora.target_parameters=[mlp.experts.gate_up_proj, mlp.experts.down_proj]")
     result = train(config, progress=False, callbacks=(watch,))
     moved = {name for name in watch.before if not torch.equal(watch.before[name], watch.after[name])}
     assert moved and all("lora_" in name for name in moved)
@@ -131,7 +102,7 @@ class StopAfterFirstSave(TrainerCallback):
 
 def test_resume_after_a_kill_reproduces_the_uninterrupted_adapter(llama_run, tiny_llama_dir, tmp_path):
     uninterrupted, _, _ = llama_run
-    config = tiny_config(tiny_llama_dir, tmp_path)
+    config = tiny_train_config(tiny_llama_dir, tmp_path)
     with pytest.raises(KeyboardInterrupt):
         train(config, score_texts=score_texts, progress=False, callbacks=(StopAfterFirstSave(),))
     resumed = train(config, score_texts=score_texts, progress=False, resume=True)
@@ -146,7 +117,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_adapter(llama_run, tin
 
 def test_an_evaluation_before_training_changes_nothing_that_is_trained(llama_run, tiny_llama_dir, tmp_path):
     with_it, _, _ = llama_run  # eval_on_start=true, dropout 0.1: every step draws masks from torch's generator
-    without = train(tiny_config(tiny_llama_dir, tmp_path, "eval_on_start=false"), score_texts=score_texts,
+    without = train(tiny_train_config(tiny_llama_dir, tmp_path, "eval_on_start=false"), score_texts=score_texts,
                     progress=False)
     expected = load_file(with_it.adapter_dir / "adapter_model.safetensors")
     actual = load_file(without.adapter_dir / "adapter_model.safetensors")
@@ -175,7 +146,8 @@ def fail_batches_above(monkeypatch, limit: int) -> None:
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(tiny_llama_dir, tmp_path, monkeypatch):
     fail_batches_above(monkeypatch, 2)
-    config = tiny_config(tiny_llama_dir, tmp_path, "epochs=1", "batch_size=8", "grad_accum=1", "eval_on_start=false")
+    config = tiny_train_config(tiny_llama_dir, tmp_path, "epochs=1", "batch_size=8", "grad_accum=1",
+                               "eval_on_start=false")
     result = train(config, progress=False)
     summary = result.summary
     assert (summary["per_device_batch_size"], summary["grad_accum"], summary["effective_batch_size"]) == (2, 4, 8)
@@ -185,93 +157,15 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(tiny_llama
 
 def test_out_of_memory_at_batch_one_stops_with_a_clear_error(tiny_llama_dir, tmp_path, monkeypatch):
     fail_batches_above(monkeypatch, 0)
-    config = tiny_config(tiny_llama_dir, tmp_path, "epochs=1", "batch_size=2", "eval_on_start=false")
+    config = tiny_train_config(tiny_llama_dir, tmp_path, "epochs=1", "batch_size=2", "eval_on_start=false")
     with pytest.raises(ModelError, match="out of memory at batch size 1"):
         train(config, progress=False)
-
-
-# -- the adapter, evaluated like a baseline -------------------------------------------------------------------
-def test_evaluate_reads_the_adapter_folder_or_base_plus_adapter(llama_run, tiny_llama_dir, tmp_path):
-    result, _, work = llama_run
-    data = str(work / "val.jsonl")
-
-    def scores(**model):
-        config = EvalConfig(data=data, output_dir=str(tmp_path / "eval"), n_bootstrap=10,
-                            model=ModelConfig(template="compact", batch_size=4, **model))
-        evaluation = evaluate(config, progress=False)
-        rows = [json.loads(line) for line in (evaluation.run_dir / "predictions.jsonl").read_text().splitlines()]
-        return evaluation, {row["id"]: row["score"] for row in rows}
-
-    by_folder, folder_scores = scores(model=str(result.adapter_dir))
-    by_pair, pair_scores = scores(model=str(tiny_llama_dir), adapter=str(result.adapter_dir))
-    _, base_scores = scores(model=str(tiny_llama_dir))
-    assert folder_scores == pytest.approx(pair_scores, abs=1e-6)
-    assert folder_scores != pytest.approx(base_scores, abs=1e-3)  # the adapter changed the scores
-    assert "+adapter:" in by_folder.metrics["run"]["model_version"]
-    for name in ("config.yaml", "manifest.json", "predictions.jsonl", "metrics.json", "summary.txt"):
-        assert (by_pair.run_dir / name).is_file()
-
-
-def test_validation_f1_during_training_is_what_evaluate_reports_for_the_adapter(llama_run, tmp_path):
-    """eval_f1 comes from the scorer the caller hands in (backends.text_scores.score_texts): the evaluator's own
-    scores."""
-    result, _, work = llama_run
-    best = next(row for row in result.summary["evaluations"] if row["step"] == result.summary["best"]["step"])
-    config = EvalConfig(data=str(work / "val.jsonl"), output_dir=str(tmp_path / "eval"), n_bootstrap=10,
-                        model=ModelConfig(model=str(result.adapter_dir), template="compact", batch_size=4))
-    metrics = evaluate(config, progress=False).metrics
-    assert (best["eval_f1"], best["eval_roc_auc"]) == pytest.approx((metrics["f1"], metrics["roc_auc"]), abs=1e-6)
-
-
-def test_validation_loss_read_from_the_scoring_pass_is_the_records_answer_loss(llama_run, tiny_llama_dir):
-    """With one-token answers the trainer skips its record-by-record loss pass and reads the validation loss from
-    the scoring pass (-log P(answer)): it must be the loss that pass computes, answer_loss over the records."""
-    import peft
-
-    from hatelens import data
-    from hatelens.training.answer_loss import answer_loss
-
-    result, _, work = llama_run
-    best = next(row for row in result.summary["evaluations"] if row["step"] == result.summary["best"]["step"])
-    assert "eval_answer_token_accuracy" not in best  # the loss pass, which counts it, did not run
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = peft.PeftModel.from_pretrained(models.load_model(models.resolve_model(str(tiny_llama_dir))),
-                                           str(result.adapter_dir)).eval()
-    records = sft_data.build_dataset(data.load_examples(str(work / "val.jsonl")).examples,
-                                     prompts.load_template("compact"), tokenizer, max_length_tokens=1024, where="val")
-    with torch.no_grad():
-        losses = [answer_loss(model, torch.tensor([row["input_ids"]]), torch.ones(1, len(row["input_ids"])),
-                              torch.tensor([row["labels"]])).loss.item() for row in records]
-    assert best["eval_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-5)
-    assert result.summary["evaluations"][0]["eval_loss"] > best["eval_loss"]  # the untrained model's, higher
-
-
-def test_a_several_token_answer_keeps_the_loss_pass(tiny_llama_dir):
-    """A JSON answer is several tokens, and score mode reads only its opening: no loss from the scores."""
-    import dataclasses
-
-    from hatelens.training.train import validation_scoring
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    examples = [Example(id="a", text="a post", label="hate", group="lgbtq")]
-    word = prompts.load_template("compact")
-    scoring = validation_scoring(examples, word, score_texts, tokenizer, 1024)
-    assert scoring.loss_from_scores and scoring.max_length_tokens == 1023  # the answer's token kept free
-    json_answer = validation_scoring(examples, dataclasses.replace(word, answer_format="json"), score_texts,
-                                     tokenizer, 1024)
-    assert not json_answer.loss_from_scores and json_answer.max_length_tokens is None
-    assert validation_scoring(examples, word, None, tokenizer, 1024) is None
-
-
-def test_without_a_scorer_training_reports_no_f1_and_cannot_pick_by_it(tiny_llama_dir, tmp_path):
-    with pytest.raises(ConfigError, match="best_metric f1 needs the validation split scored"):
-        train(tiny_config(tiny_llama_dir, tmp_path, "best_metric=f1"), progress=False)
 
 
 def test_train_command_prints_the_run_and_the_next_command(tiny_llama_dir, tmp_path, capsys):
     from hatelens.cli import main
 
-    tiny_config(tiny_llama_dir, tmp_path)  # writes the data files
+    tiny_train_config(tiny_llama_dir, tmp_path)  # writes the data files
     code = main(["train", "--model_name", str(tiny_llama_dir), "--train_file", str(tmp_path / "train.jsonl"),
                  "--val_file", str(tmp_path / "val.jsonl"), "--output_dir", str(tmp_path / "runs"), "--epochs", "1",
                  "--batch_size", "4", "--lora_rank", "4", "--quiet", "template=compact", "eval_on_start=false"])
@@ -328,7 +222,7 @@ def test_sharing_the_prompt_opening_changes_neither_loss_nor_gradients(fixture, 
     from hatelens.training.train import Records, TrainingSetup, build_trainer, load_base_model, load_splits
 
     folder = request.getfixturevalue(fixture)
-    config = tiny_config(folder, tmp_path, "lora.dropout=0")
+    config = tiny_train_config(folder, tmp_path, "lora.dropout=0")
     source = models.resolve_model(str(folder))
     tokenizer = models.load_tokenizer(source)
     template = prompts.load_template("compact")
@@ -392,10 +286,10 @@ def test_adapters_on_chosen_layers_leave_the_others_frozen(tiny_llama_dir, tmp_p
     from safetensors.torch import load_file
 
     with pytest.raises(ConfigError, match="layers_to_transform needs lora.target_modules as a list"):
-        train(tiny_config(tiny_llama_dir, tmp_path, "lora.layers_to_transform=[1]",
-                          "lora.target_modules=all-linear"), progress=False)
-    result = train(tiny_config(tiny_llama_dir, tmp_path, "epochs=1", "lora.layers_to_transform=[1]",
-                               "lora.target_modules=[q_proj, v_proj, down_proj]"), progress=False)
+        train(tiny_train_config(tiny_llama_dir, tmp_path, "lora.layers_to_transform=[1]",
+                                "lora.target_modules=all-linear"), progress=False)
+    result = train(tiny_train_config(tiny_llama_dir, tmp_path, "epochs=1", "lora.layers_to_transform=[1]",
+                                     "lora.target_modules=[q_proj, v_proj, down_proj]"), progress=False)
     names = list(load_file(str(result.adapter_dir / "adapter_model.safetensors")))
     assert names and all(".layers.1." in name for name in names)
     assert {name.split(".layers.1.")[1].split(".lora_")[0] for name in names} == {

@@ -338,9 +338,7 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
     """(model, tokenizer, model_version) for a ModelConfig, adapter merged in memory or attached.
     report: filled with what the GPU speed-ups applied (fast_paths.use_gpu_speedups) and the load time."""
     started = time.perf_counter()
-    name, adapter = config.model, config.adapter
-    if models.is_adapter_dir(name) and adapter is None:
-        adapter, name = name, models.adapter_base(name)
+    name, adapter = models.base_and_adapter(config.model, config.adapter)
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
     source = models.resolve_model(name)
@@ -357,12 +355,11 @@ def load_for_inference(config, *, template: prompts.PromptTemplate | None = None
     if compiling is not None:
         compiling.join()
     speedups = fast_paths.use_gpu_speedups(model, inference=True, compile_gate=config.compile_expert_gate)
-    version = source.model_id
     if adapter:
         extras.require("train", "evaluating a LoRA adapter")
 
-        version = f"{source.model_id}+adapter:{models.adapter_hash(adapter)}"
         model = attach_adapter(model, adapter)
+    version = models.model_version(source.model_id, adapter)
     if report is not None:
         report.update(speedups, load_s=round(time.perf_counter() - started, 2), placement=placement.to_dict())
     return model, tokenizer, version

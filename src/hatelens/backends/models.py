@@ -103,6 +103,18 @@ def is_adapter_dir(name: str) -> bool:
     return (Path(name) / "adapter_config.json").is_file()
 
 
+def base_and_adapter(name: str, adapter: str | None) -> tuple[str, str | None]:
+    """(base model, adapter folder or None): an adapter folder given as the model names its own base."""
+    if is_adapter_dir(name) and adapter is None:
+        return adapter_base(name), name
+    return name, adapter
+
+
+def model_version(model_id: str, adapter: str | None) -> str:
+    """What answers: the model's id, plus the adapter's weight hash when one is attached."""
+    return f"{model_id}+adapter:{adapter_hash(adapter)}" if adapter else model_id
+
+
 def adapter_hash(adapter_dir: str) -> str:
     weights = Path(adapter_dir) / "adapter_model.safetensors"
     if not weights.is_file():

@@ -18,11 +18,8 @@ from hatelens.backends.text_scores import TextScores, score_texts
 
 def model_version(config) -> str:
     """The model_version the hf classifier of this ModelConfig reports (hf.load_for_inference), without loading it."""
-    name, adapter = config.model, config.adapter
-    if models.is_adapter_dir(name) and adapter is None:
-        adapter, name = name, models.adapter_base(name)
-    version = models.resolve_model(name).model_id
-    return f"{version}+adapter:{models.adapter_hash(adapter)}" if adapter else version
+    name, adapter = models.base_and_adapter(config.model, config.adapter)
+    return models.model_version(models.resolve_model(name).model_id, adapter)
 
 
 class ScoreRecorder:
