@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The functional suite (297 cases) scored by every finished cell of the sweeps in runs/sweeps/cells/, the way
-# `hatelens run` scores it (hatelens evaluate, threshold 0.5). The sweep ranks on validation only; these scores
-# are a second look (docs/quality.md says where they weighed in a choice). Run where the cells are (the GPU
-# machine of gpu_quality_sweep.sh):
+# `hatelens run` scores it (hatelens evaluate, through the template each adapter was trained with, threshold
+# 0.5). The sweep ranks on validation only; these scores are a second look (docs/quality.md says where they
+# weighed in a choice). Run where the cells are (the GPU machine of gpu_quality_sweep.sh):
 #   OUT=$OUT bash benchmarks/sweep_suite.sh        -> $OUT/suite_cells.json {cell name: per_functionality, ...}
 #   python benchmarks/sweep_suite.py $OUT/suite_cells.json   # the table (non-hate accuracy, hate recall)
 set -u
@@ -13,7 +13,7 @@ OUT=${OUT:-/tmp/sweep_suite}; mkdir -p "$OUT"
 for adapter in runs/sweeps/cells/*/train/*/adapter; do
   id=$(echo "$adapter" | cut -d/ -f4)
   ls /tmp/suite_"$id"/*/metrics.json > /dev/null 2>&1 && continue  # scored by an earlier call
-  python3 -m hatelens evaluate --model "$adapter" --template compact --data suites/functional/hatelens_functional.csv \
+  python3 -m hatelens evaluate --model "$adapter" --data suites/functional/hatelens_functional.csv \
     --format hatecheck --output-dir "/tmp/suite_$id" --batch-size 64 > "/tmp/suite_$id.log" 2>&1 &
 done
 wait

@@ -58,7 +58,7 @@ def test_multi_token_label_words_sum_every_token(tiny_llama_dir, tmp_path):
     custom.write_text(source.read_text().replace('hate: " hate"', 'hate: " hateful speech"')
                       .replace('normal: " normal"', 'normal: " fine post"'))
     classifier = _classifier(tiny_llama_dir, template=str(custom), batch_size=2)
-    assert len(classifier._continuations["hate"]) > 1
+    assert len(dict(classifier._answers)["hate"]) > 1
     batched = classifier.classify(TEXTS)
     classifier.batch_size = 1
     single = classifier.classify(TEXTS)

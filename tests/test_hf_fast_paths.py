@@ -61,7 +61,7 @@ def test_multi_token_label_words_with_prefix_reuse(tiny_llama_dir, tmp_path):
     custom.write_text(source.read_text().replace('hate: " hate"', 'hate: " hateful speech"')
                       .replace('normal: " normal"', 'normal: " fine post"'))
     fast, plain = _pair(tiny_llama_dir, str(custom), batch_size=2)
-    assert len(fast._continuations["hate"]) > 1
+    assert len(dict(fast._answers)["hate"]) > 1
     assert _scores(fast, TEXTS) == pytest.approx(_scores(plain, TEXTS), abs=1e-5)
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 from fixtures import separable_rows, write_jsonl
 
+from hatelens import resources
 from hatelens.cli import main
 from hatelens.errors import ConfigError
 from hatelens.sweep import SweepConfig, SweepRule, load_sweep, plan_cells, run_sweep
@@ -22,7 +23,7 @@ def row(name: str, f1: float, fpr: float = 0.1, fnr: float = 0.1, mexican_fnr: f
         "lgbtq": {"fpr": fpr, "fnr": fnr}, "mexican": {"fpr": 0.1, "fnr": mexican_fnr}}}
 
 
-@pytest.mark.parametrize("name", ["quick", "quality", "quality_gpu", "quality_gpu_fast", "quality_gemma_gpu"])
+@pytest.mark.parametrize("name", resources.shipped("sweeps"))
 def test_every_shipped_sweep_plans_distinct_cells(name):
     cells = plan_cells(load_sweep(name))
     assert len(cells) >= 2

@@ -43,7 +43,7 @@ def test_records_are_the_scoring_tokens_with_the_prompt_masked(fixture, request)
         record = sft_data.tokenize_example(Example("x", "some post about tacos", label, "mexican", "t"),
                                            template, tokenizer)
         prompt = scorer.encode("some post about tacos")
-        answer = scorer._continuations[label]
+        answer = dict(scorer._answers)[label]
         assert record["input_ids"] == prompt + answer
         assert record["labels"] == [sft_data.IGNORE_INDEX] * len(prompt) + answer
         assert tokenizer.eos_token_id not in record["input_ids"][len(prompt):]  # no EOS after the answer

@@ -78,10 +78,11 @@ class HFClassifier:
         self._packs_moe = fast_paths.packs_moe_tokens(model)  # MoE layers skip pads (use_gpu_speedups)
         self.timing = dict(FRESH_TIMING)
         self._clock = 0.0  # when the last batch of the current call was read (`_finish`)
-        self._continuations = {
-            label: tokenizer(text, add_special_tokens=False).input_ids
-            for label, text in template.scored_continuations().items()
-        }
+        # (label, token ids) of each answer scored: the two label words, then any fine answers (prompts.FineAnswer)
+        self._answers = [(label, tokenizer(text, add_special_tokens=False).input_ids)
+                         for label, text in template.scored_answers()]
+        self._answer_columns = [[i for i, (label, _) in enumerate(self._answers) if label == wanted]
+                                for wanted in (HATE, NORMAL)]
 
     # -- public ---------------------------------------------------------------------------------
     def warm_up(self) -> float:
@@ -173,8 +174,8 @@ class HFClassifier:
         call starts with it), plus the label word's tokens when they are scored one by one."""
         skipped = self._cached_prefix_length(sorted_ids) if self.mode == "score" else 0
         extra = 0
-        if self.mode == "score" and max(len(ids) for ids in self._continuations.values()) > 1:
-            extra = max(len(ids) for ids in self._continuations.values())
+        if self.mode == "score" and max(len(ids) for _, ids in self._answers) > 1:
+            extra = max(len(ids) for _, ids in self._answers)
         return [len(ids) - skipped + extra for ids in sorted_ids]
 
     def encode(self, text: str) -> list[int]:
@@ -210,16 +211,17 @@ class HFClassifier:
     @torch.inference_mode()
     def _label_scores(self, prompt_ids: list[list[int]]) -> torch.Tensor:
         """(rows, 3) float32 on the model's device (nothing waits for it): P(hate), and the log-probabilities
-        of each label's answer tokens (hate, normal) that it normalises."""
-        hate, normal = self._continuations[HATE], self._continuations[NORMAL]
-        if len(hate) == 1 and len(normal) == 1:
-            # Both label words are single tokens: one forward pass, the next-token distribution.
+        of each label's answer tokens (hate, normal) that it normalises. A label with fine answers too has the
+        log of its words' summed probability."""
+        if all(len(ids) == 1 for _, ids in self._answers):
+            # Every answer is a single token: one forward pass, the next-token distribution.
             log_probs = self._end_log_probs(prompt_ids, 1)[:, -1]
-            pair = torch.stack([log_probs[:, hate[0]], log_probs[:, normal[0]]], dim=1)
+            columns = log_probs[:, [ids[0] for _, ids in self._answers]]
         else:
-            pair = torch.stack([self._continuation_log_prob(prompt_ids, hate),
-                                self._continuation_log_prob(prompt_ids, normal)], dim=1)
-        pair = pair.float()
+            columns = torch.stack([self._continuation_log_prob(prompt_ids, ids) for _, ids in self._answers], dim=1)
+        columns = columns.float()
+        pair = torch.stack([columns[:, chosen[0]] if len(chosen) == 1 else torch.logsumexp(columns[:, chosen], dim=1)
+                            for chosen in self._answer_columns], dim=1)
         return torch.cat([torch.softmax(pair, dim=1)[:, :1], pair], dim=1)
 
     def _continuation_log_prob(self, prompt_ids, continuation: list[int]):
@@ -315,7 +317,7 @@ class HFClassifier:
         outputs = []
         for row in generated:
             raw = self._decode_answer(row)
-            outputs.append(Output(answer=parse_answer(raw, self.template.label_words), raw=raw))
+            outputs.append(Output(answer=parse_answer(raw, self.template.label_words, self.template.fine_words), raw=raw))
         return outputs
 
     def _decode_answer(self, token_ids) -> str:

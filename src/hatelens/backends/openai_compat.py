@@ -81,7 +81,9 @@ class OpenAICompatClassifier:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.backoff_s = backoff_s
         self.model_version = f"{model}@{base_url.rstrip('/')}"
-        self._label_prefixes = {label: word.strip().lower() for label, word in template.label_words.items()}
+        # (label, word): the label words, then any fine answers' (counted toward their label)
+        self._label_prefixes = [(label, word.strip().lower()) for label, word in template.label_words.items()] + [
+            (label, word.strip().lower()) for word, label in template.fine_words.items()]
 
     # -- public ---------------------------------------------------------------------------------
     def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:
@@ -120,7 +122,7 @@ class OpenAICompatClassifier:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ModelError(f"{self.url} answered without choices[0].message; is it a chat-completions "
                              f"endpoint? (got {json.dumps(response)[:200]})") from None
-        answer = parse_answer(content, self.template.label_words)
+        answer = parse_answer(content, self.template.label_words, self.template.fine_words)
         if self.mode == "generate":
             return Output(answer=answer, raw=content)
         try:
@@ -151,12 +153,12 @@ class OpenAICompatClassifier:
         return hate / (hate + normal)
 
     def _label_of(self, token: str) -> str | None:
-        """The label whose word this token begins, if exactly one does."""
+        """The label whose words (one or more) this token begins, if exactly one label's do."""
         piece = token.strip(_NOT_WORD).lower()
         if not piece:
             return None
-        matches = [label for label, word in self._label_prefixes.items() if word.startswith(piece)]
-        return matches[0] if len(matches) == 1 else None
+        matches = {label for label, word in self._label_prefixes if word.startswith(piece)}
+        return matches.pop() if len(matches) == 1 else None
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _cache_path(self, body: dict) -> Path | None:

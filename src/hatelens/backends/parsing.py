@@ -47,13 +47,15 @@ _WORD_END = set(string.punctuation) - set("/|")
 _ECHOED_OPTIONS = re.compile(r"\A[\s*_\"'`]*,?\s*(?:or|and|vs\.?|versus)\s+\W*(?:hate|hateful|normal|not hate)\b")
 
 
-def parse_answer(text: str, label_words: dict[str, str] | None = None) -> str | None:
+def parse_answer(text: str, label_words: dict[str, str] | None = None,
+                 fine_words: dict[str, str] | None = None) -> str | None:
     """Return "hate" / "normal" for a clear answer, None for anything else.
 
     label_words maps a label to the word a prompt asked for, e.g. {"hate": "Offensive",
-    "normal": "Fine"}; those words are accepted besides the default spellings.
+    "normal": "Fine"}; those words are accepted besides the default spellings. fine_words maps a
+    template's fine answer words to the label they stand for ({" offensive": "normal"}).
     """
-    words = _label_word_table(label_words)
+    words = _label_word_table(label_words, fine_words)
     content = final_channel(text)
     if content is None:
         return None
@@ -86,9 +88,10 @@ def final_channel(text: str) -> str | None:
     return text
 
 
-def _label_word_table(label_words: dict[str, str] | None) -> dict[str, str]:
+def _label_word_table(label_words: dict[str, str] | None, fine_words: dict[str, str] | None = None) -> dict[str, str]:
     """{lowercase word: label}, longest word first so "hateful" is tried before "hate"."""
     table = dict(DEFAULT_LABEL_WORDS)
+    table.update({word.strip().lower(): label for word, label in (fine_words or {}).items()})
     for label, word in (label_words or {}).items():
         if label not in (HATE, NORMAL):
             raise ConfigError(f"label_words key {label!r} is not 'hate' or 'normal'")

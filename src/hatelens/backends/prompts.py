@@ -27,6 +27,16 @@ FEW_SHOT_KEYS = {"k", "seed", "from", "max_chars"}
 
 
 @dataclass(frozen=True)
+class FineAnswer:
+    """A third answer word for the posts of one finer label (`fine_answers` in a template): training answers
+    `word` for a post whose label_fine is `fine_label`; scoring counts the word's probability toward `label`."""
+
+    fine_label: str  # e.g. "offensive" (HateXplain's offensive posts, labelled normal)
+    word: str  # e.g. " offensive"
+    label: str  # the binary label the word stands for: "hate" or "normal"
+
+
+@dataclass(frozen=True)
 class FewShot:
     id: str
     text: str
@@ -45,6 +55,7 @@ class PromptTemplate:
     few_shot: tuple = ()
     source: str = ""  # the YAML text, hashed into run manifests
     drawn: bool = False  # few_shot was drawn (`few_shot: {k: 8, seed: 0}`): the draw is hashed too
+    fine_answers: tuple[FineAnswer, ...] = ()
 
     @property
     def hash(self) -> str:
@@ -61,17 +72,35 @@ class PromptTemplate:
         messages = [{"role": "system", "content": self.system}] if self.system else []
         return messages + [{"role": "user", "content": user}]
 
-    def answer(self, label: str) -> str:
-        """The completion a trained model should produce after the prompt, and the evaluator reads."""
+    def answer(self, label: str, fine_label: str | None = None) -> str:
+        """The completion a trained model should produce after the prompt, and the evaluator reads: the
+        fine answer's word when the post's finer label has one (`fine_answers`), else the label's."""
         if self.answer_format == "json":
             return f" {JSON_OPENING}{label}\"}}"
+        for fine in self.fine_answers:
+            if fine.fine_label == fine_label:
+                if fine.label != label:
+                    raise ConfigError(f"template {self.name}: fine_answers counts {fine_label} as {fine.label}, but a "
+                                      f"post labelled {label} has that finer label; set its label to {label}")
+                return fine.word
         return self.label_words[label]
+
 
     def scored_continuations(self) -> dict[str, str]:
         """label -> the text whose log-probability score mode compares (after the prompt)."""
         if self.answer_format == "json":
             return {label: f" {JSON_OPENING}{label}" for label in LABELS}
         return {label: self.label_words[label] for label in LABELS}
+
+    @property
+    def fine_words(self) -> dict[str, str]:
+        """{fine answer word: the label it stands for}, for parsing generated answers."""
+        return {fine.word: fine.label for fine in self.fine_answers}
+
+    def scored_answers(self) -> list[tuple[str, str]]:
+        """(label, text) of every answer score mode compares: the two labels', then the fine answers' words,
+        whose probabilities count toward their label."""
+        return list(self.scored_continuations().items()) + [(fine.label, fine.word) for fine in self.fine_answers]
 
 
 def load_template(name_or_path: str) -> PromptTemplate:
@@ -102,6 +131,7 @@ def load_template(name_or_path: str) -> PromptTemplate:
     answer_format = values.get("answer_format", "word")
     if answer_format not in ("word", "json"):
         raise ConfigError(f"{path}: answer_format must be word or json, got {answer_format!r}")
+    fine_answers = _fine_answers(values.get("fine_answers") or {}, words, answer_format, path)
     spec = values.get("few_shot") or ()
     few_shot = draw_few_shot(spec, path) if isinstance(spec, dict) else tuple(FewShot(**shot) for shot in spec)
     if few_shot and "{examples}" not in values["user"]:
@@ -110,8 +140,27 @@ def load_template(name_or_path: str) -> PromptTemplate:
         name=values["name"], system=values.get("system", ""), user=values["user"],
         answer_prefix=values.get("answer_prefix", ""), answer_format=answer_format,
         label_words=dict(words), example_format=values.get("example_format", "Post: {text}\nAnswer: {label}"),
-        few_shot=few_shot, source=source, drawn=isinstance(spec, dict),
+        few_shot=few_shot, source=source, drawn=isinstance(spec, dict), fine_answers=fine_answers,
     )
+
+
+def _fine_answers(spec, words: dict, answer_format: str, where: Path) -> tuple[FineAnswer, ...]:
+    """`fine_answers: {offensive: {word: " offensive", label: normal}}`, checked."""
+    shape = "fine_answers maps a finer label to {word: ..., label: hate|normal}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: {shape}, got {spec!r}")
+    if spec and answer_format != "word":
+        raise ConfigError(f"{where}: fine_answers needs answer_format word (a JSON answer names only hate or normal)")
+    answers, seen = [], {word.strip().lower() for word in words.values()}
+    for fine_label, entry in spec.items():
+        if not isinstance(entry, dict) or set(entry) != {"word", "label"} or entry["label"] not in LABELS \
+                or not str(entry["word"]).strip():
+            raise ConfigError(f"{where}: {shape}; {fine_label}: {entry!r}")
+        if entry["word"].strip().lower() in seen:
+            raise ConfigError(f"{where}: fine_answers[{fine_label}] word {entry['word']!r} is already an answer word")
+        seen.add(entry["word"].strip().lower())
+        answers.append(FineAnswer(fine_label=str(fine_label), word=entry["word"], label=entry["label"]))
+    return tuple(answers)
 
 
 def draw_few_shot(spec: dict, where: Path) -> tuple[FewShot, ...]:

@@ -2,9 +2,9 @@
 
 A record is the rendered prompt (prompts.render_prompt, through the model's own chat template, ending
 where the answer begins) followed by the answer the evaluator reads (template.answer(label): the
-label word, or the JSON answer). Prompt and answer are tokenised *separately* and concatenated,
-exactly as the hf backend scores them (prompt ids + continuation ids, no special tokens added), so
-training never sees a token boundary that scoring does not. No EOS follows the answer: the evaluator
+label word, a fine answer's word for a post of that finer label, or the JSON answer). Prompt and answer
+are tokenised *separately* and concatenated, exactly as the hf backend scores them (prompt ids +
+continuation ids, no special tokens added), so training never sees a token boundary that scoring does not. No EOS follows the answer: the evaluator
 never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall 6).
 A record longer than max_length_tokens has its post cut (its start kept) so prompt and answer fit, the
 instructions and the answer whole: the same cut the hf backend makes (backends/truncation.py).
@@ -48,7 +48,8 @@ def tokenize_example(example: Example, template: prompts.PromptTemplate, tokeniz
                      max_length_tokens: int | None = None) -> dict:
     """{"input_ids", "labels", "truncated"}: prompt + answer ids, at most max_length_tokens (the post cut to fit);
     labels are IGNORE_INDEX on every prompt token."""
-    answer = tokenizer(template.answer(example.label), add_special_tokens=False).input_ids
+    answer = tokenizer(template.answer(example.label, example.extra.get("fine_label")),
+                       add_special_tokens=False).input_ids
     ids, cut = fit_prompts(template, [example.text], tokenizer, prefill_answer=True,
                            max_length_tokens=max_length_tokens, reserve_tokens=len(answer))
     prompt = ids[0]

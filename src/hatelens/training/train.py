@@ -204,7 +204,9 @@ def validation_scoring(val_examples, template, score_texts: TextScorer | None, t
     answers = {label: tokenizer(template.answer(label), add_special_tokens=False).input_ids for label in LABELS}
     scored = {label: tokenizer(text, add_special_tokens=False).input_ids
               for label, text in template.scored_continuations().items()}
-    one_token = all(len(answers[label]) == 1 and answers[label] == scored[label] for label in LABELS)
+    # a fine answer's word is a third answer: the scores sum it into its label, the loss does not
+    one_token = not template.fine_answers and all(len(answers[label]) == 1 and answers[label] == scored[label]
+                                                  for label in LABELS)
     return ValidationScoring(texts=[example.text for example in val_examples],
                              labels=[example.label for example in val_examples], template=template,
                              score_texts=score_texts, max_length_tokens=max_length_tokens - 1 if one_token else None,
