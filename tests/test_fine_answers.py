@@ -4,13 +4,15 @@
 import json
 import math
 
+import peft
 import pytest
 import torch
 from fixtures import separable_rows, serving, tiny_train_config, write_jsonl
 from test_openai_backend import ChatServer, completion, ok, post_text
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hatelens.backends import prompts
+from hatelens import data
+from hatelens.backends import models, prompts
 from hatelens.backends.hf import HFClassifier
 from hatelens.backends.openai_compat import OpenAICompatClassifier
 from hatelens.backends.parsing import parse_answer
@@ -20,6 +22,7 @@ from hatelens.data import Example, augment
 from hatelens.errors import ConfigError
 from hatelens.evaluation.evaluate import evaluate
 from hatelens.training import records as sft_data
+from hatelens.training.answer_loss import answer_loss
 from hatelens.training.train import train, validation_scoring
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")]
@@ -42,7 +45,7 @@ def test_a_post_of_the_finer_label_answers_the_fine_word_and_the_others_their_la
     assert TEMPLATE.answer("normal", "normal") == " normal"
     assert TEMPLATE.answer("hate", "hatespeech") == " hate"
     assert TEMPLATE.answer("hate") == " hate"
-    assert TEMPLATE.scored_answers() == [("normal", " normal"), ("hate", " hate"), ("normal", " offensive")]
+    assert TEMPLATE.scored_answers() == [("hate", " hate"), ("normal", " normal"), ("normal", " offensive")]
     assert prompts.load_template("compact").answer("normal", "offensive") == " normal"  # no fine answers: as before
     with pytest.raises(ConfigError, match="counts offensive as normal, but a post labelled hate has that finer label"):
         TEMPLATE.answer("hate", "offensive")
@@ -97,7 +100,7 @@ def word_log_probs(model, tokenizer, text: str, words) -> dict[str, float]:
 
 def test_p_hate_counts_the_fine_word_as_not_hate(tiny_llama_dir):
     """P(hate) = P(hate's word) / (P(hate's) + P(normal's) + P(offensive's)), each word's tokens summed, as computed
-    by hand from the model's logits; label_log_probs gives normal's side as the log of its two words' mass."""
+    by hand from the model's logits; label_log_probs holds each word's log-probability."""
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     classifier = HFClassifier(model, tokenizer, TEMPLATE, batch_size=2)
@@ -108,7 +111,7 @@ def test_p_hate_counts_the_fine_word_as_not_hate(tiny_llama_dir):
         hate, normal, offensive = word_log_probs(model, tokenizer, text, WORDS).values()
         assert output.score == pytest.approx(math.exp(hate) / (math.exp(hate) + math.exp(normal) + math.exp(offensive)),
                                              rel=1e-4)
-        assert output.label_log_probs[1] == pytest.approx(math.log(math.exp(normal) + math.exp(offensive)), abs=1e-4)
+        assert output.label_log_probs == pytest.approx((hate, normal, offensive), abs=1e-4)
 
 
 def test_the_openai_backend_counts_the_fine_word_toward_normal():
@@ -120,30 +123,48 @@ def test_the_openai_backend_counts_the_fine_word_toward_normal():
     assert post_text(server.bodies[0]) == "x"
 
 
-def test_the_validation_loss_of_a_fine_answer_comes_from_the_loss_pass(tiny_llama_dir):
-    """The scores sum the fine word into normal; the loss needs its own word's probability: the record pass."""
+def test_a_several_token_fine_word_keeps_the_loss_pass_and_a_one_token_one_reads_it_from_the_scores(
+        tiny_llama_dir, tmp_path):
+    """The tiny vocabulary spells " offensive" in 7 tokens, of which score mode reads them all: the loss needs the
+    record pass. " word" is one token: each row's loss is read from its answer's column of the scores."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    scoring = validation_scoring([OFFENSIVE], TEMPLATE, score_texts, tokenizer, 1024)
+    rows = [OFFENSIVE, Example(id="h", text="a post", label="hate", group="lgbtq"),
+            Example(id="n", text="a post", label="normal", group="lgbtq")]
+    scoring = validation_scoring(rows, TEMPLATE, score_texts, tokenizer, 1024)
     assert not scoring.loss_from_scores and scoring.max_length_tokens is None
+    one_token = prompts.load_template(_write_template(tmp_path, "{offensive: {word: ' word', label: normal}}"))
+    scoring = validation_scoring(rows, one_token, score_texts, tokenizer, 1024)
+    assert scoring.answer_columns == [2, 0, 1] and scoring.max_length_tokens == 1023
 
 
-def test_training_through_fine_answers_is_scored_as_evaluate_scores_its_adapter(tiny_llama_dir, tmp_path):
-    """Training on a split with offensive posts: the validation loss comes from the record pass (over the fine
-    word), eval_f1 is what `hatelens evaluate` reports for the adapter, which scores through the template it was
-    trained with (recorded beside it) without being told."""
+def test_training_through_a_fine_answer_is_scored_as_evaluate_scores_its_adapter(tiny_llama_dir, tmp_path):
+    """Training on a split with offensive posts, their answer a one-token word: the validation loss read from the
+    scoring pass is the records' answer loss (the fine word's for the offensive posts), and eval_f1 is what
+    `hatelens evaluate` reports for the adapter, which scores through the template it was trained with (recorded
+    beside it) without being told."""
     rows = separable_rows(12)
     for row in rows[::3]:  # a third of the posts: offensive, labelled normal
         row.update(text=f"stupid clown idiot {row['id']}", label="normal", label_fine="offensive")
     write_jsonl(tmp_path / "data.jsonl", rows)
-    config = tiny_train_config(tiny_llama_dir, tmp_path, "template=compact_offensive",
+    template = _write_template(tmp_path, "{offensive: {word: ' word', label: normal}}")
+    config = tiny_train_config(tiny_llama_dir, tmp_path, f"template={template}",
                                f"train_file={tmp_path / 'data.jsonl'}", f"val_file={tmp_path / 'data.jsonl'}")
     result = train(config, score_texts=score_texts, progress=False)
     best = next(row for row in result.summary["evaluations"] if row["step"] == result.summary["best"]["step"])
-    assert "eval_answer_token_accuracy" in best  # the record-by-record loss pass ran
-    assert json.loads((result.adapter_dir / "hatelens_training.json").read_text())["template"] == "compact_offensive"
+    assert "eval_answer_token_accuracy" not in best  # no record-by-record loss pass
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = peft.PeftModel.from_pretrained(models.load_model(models.resolve_model(str(tiny_llama_dir))),
+                                           str(result.adapter_dir)).eval()
+    records = sft_data.build_dataset(data.load_examples(str(tmp_path / "data.jsonl")).examples,
+                                     prompts.load_template(template), tokenizer, max_length_tokens=1024, where="val")
+    assert sum(row["labels"][-1] == tokenizer(" word", add_special_tokens=False).input_ids[0] for row in records) == 4
+    with torch.no_grad():
+        losses = [answer_loss(model, torch.tensor([row["input_ids"]]), torch.ones(1, len(row["input_ids"])),
+                              torch.tensor([row["labels"]])).loss.item() for row in records]
+    assert best["eval_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-5)
+    assert json.loads((result.adapter_dir / "hatelens_training.json").read_text())["template"] == template
     evaluation = evaluate(EvalConfig(data=str(tmp_path / "data.jsonl"), output_dir=str(tmp_path / "eval"),
                                      n_bootstrap=10, model=ModelConfig(model=str(result.adapter_dir), batch_size=4)),
                           progress=False)
     assert (best["eval_f1"], best["eval_roc_auc"]) == pytest.approx(
         (evaluation.metrics["f1"], evaluation.metrics["roc_auc"]), abs=1e-6)
-    assert evaluation.metrics["run"]["template"] == "compact_offensive"

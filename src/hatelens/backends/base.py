@@ -19,15 +19,16 @@ class Output:
             not be parsed (an *invalid* answer) or in score mode.
     raw:    the generated text (generate mode), kept for audit.
     truncated: the post was cut so the prompt fits max_length_tokens (hf backend; the start is kept).
-    label_log_probs: (log P(hate's answer tokens), log P(normal's)) over the whole vocabulary, whose
-            normalised pair is `score` (hf backend, score mode); training reads its validation loss here.
+    label_log_probs: (log P(hate's answer tokens), log P(normal's), log P(each fine answer's word)...) over the
+            whole vocabulary, which `score` normalises (hf backend, score mode); training reads its validation
+            loss here.
     """
 
     score: float | None = None
     answer: str | None = None
     raw: str | None = None
     truncated: bool = False
-    label_log_probs: tuple[float, float] | None = None
+    label_log_probs: tuple[float, ...] | None = None
 
 
 class Classifier(Protocol):

@@ -32,7 +32,7 @@ from hatelens.backends.models import cache_argument, pick_device, pick_dtype
 from hatelens.backends.parsing import parse_answer
 from hatelens.backends.placement import describe, plan_placement
 from hatelens.backends.truncation import fit_prompts
-from hatelens.data.labels import HATE, NORMAL
+from hatelens.data.labels import HATE
 from hatelens.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,7 @@ class HFClassifier:
         # (label, token ids) of each answer scored: the two label words, then any fine answers (prompts.FineAnswer)
         self._answers = [(label, tokenizer(text, add_special_tokens=False).input_ids)
                          for label, text in template.scored_answers()]
-        self._answer_columns = [[i for i, (label, _) in enumerate(self._answers) if label == wanted]
-                                for wanted in (HATE, NORMAL)]
+        self._hate_columns = [index for index, (label, _) in enumerate(self._answers) if label == HATE]
 
     # -- public ---------------------------------------------------------------------------------
     def warm_up(self) -> float:
@@ -210,9 +209,9 @@ class HFClassifier:
 
     @torch.inference_mode()
     def _label_scores(self, prompt_ids: list[list[int]]) -> torch.Tensor:
-        """(rows, 3) float32 on the model's device (nothing waits for it): P(hate), and the log-probabilities
-        of each label's answer tokens (hate, normal) that it normalises. A label with fine answers too has the
-        log of its words' summed probability."""
+        """(rows, 1 + answers) float32 on the model's device (nothing waits for it): P(hate), then the
+        log-probability of each answer's tokens (hate's, normal's, any fine answers': template.scored_answers);
+        P(hate) is the share of the hate-labelled answers' probability in all of theirs."""
         if all(len(ids) == 1 for _, ids in self._answers):
             # Every answer is a single token: one forward pass, the next-token distribution.
             log_probs = self._end_log_probs(prompt_ids, 1)[:, -1]
@@ -220,9 +219,12 @@ class HFClassifier:
         else:
             columns = torch.stack([self._continuation_log_prob(prompt_ids, ids) for _, ids in self._answers], dim=1)
         columns = columns.float()
-        pair = torch.stack([columns[:, chosen[0]] if len(chosen) == 1 else torch.logsumexp(columns[:, chosen], dim=1)
-                            for chosen in self._answer_columns], dim=1)
-        return torch.cat([torch.softmax(pair, dim=1)[:, :1], pair], dim=1)
+        if len(self._answers) == 2:  # hate, normal
+            hate = torch.softmax(columns, dim=1)[:, :1]
+        else:
+            hate = torch.exp(torch.logsumexp(columns[:, self._hate_columns], dim=1, keepdim=True)
+                             - torch.logsumexp(columns, dim=1, keepdim=True))
+        return torch.cat([hate, columns], dim=1)
 
     def _continuation_log_prob(self, prompt_ids, continuation: list[int]):
         """Sum of log P(continuation token t | prompt, earlier tokens), every token counted."""
@@ -332,8 +334,8 @@ class HFClassifier:
 
 
 def score_outputs(table: torch.Tensor) -> list[Output]:
-    """Outputs from `_label_scores` rows: P(hate) and the two log-probabilities it normalises."""
-    return [Output(score=score, label_log_probs=(hate, normal)) for score, hate, normal in table.tolist()]
+    """Outputs from `_label_scores` rows: P(hate) and the answers' log-probabilities it normalises."""
+    return [Output(score=row[0], label_log_probs=tuple(row[1:])) for row in table.tolist()]
 
 
 def load_for_inference(config, *, template: prompts.PromptTemplate | None = None, report: dict | None = None):

@@ -98,9 +98,11 @@ class PromptTemplate:
         return {fine.word: fine.label for fine in self.fine_answers}
 
     def scored_answers(self) -> list[tuple[str, str]]:
-        """(label, text) of every answer score mode compares: the two labels', then the fine answers' words,
+        """(label, text) of every answer score mode compares: hate's, normal's, then the fine answers' words,
         whose probabilities count toward their label."""
-        return list(self.scored_continuations().items()) + [(fine.label, fine.word) for fine in self.fine_answers]
+        continuations = self.scored_continuations()
+        return [(HATE, continuations[HATE]), (NORMAL, continuations[NORMAL])] + [
+            (fine.label, fine.word) for fine in self.fine_answers]
 
 
 def load_template(name_or_path: str) -> PromptTemplate:

@@ -53,9 +53,9 @@ class RecordedClassifier:
         texts, scored = recorded
         self.model_version = model_version  # what the real classifier of this model + adapter reports
         self.scores_from = scores_from  # recorded in the evaluation's metrics.json
-        self.outputs = {text: Output(score=float(score), label_log_probs=(float(hate), float(normal)))
-                        for text, score, (hate, normal), cut in zip(texts, scored.scores, scored.label_log_probs,
-                                                                   scored.truncated) if not cut}
+        self.outputs = {text: Output(score=float(score), label_log_probs=tuple(float(value) for value in answers))
+                        for text, score, answers, cut in zip(texts, scored.scores, scored.label_log_probs,
+                                                             scored.truncated) if not cut}
         self.fallback, self.real = fallback, None
 
     def classify(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> list[Output]:

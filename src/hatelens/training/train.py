@@ -42,7 +42,6 @@ from hatelens.backends import models, prompts
 from hatelens.backends.fast_paths import use_gpu_speedups
 from hatelens.backends.models import free_memory, pick_device, pick_dtype
 from hatelens.config import TrainConfig, to_dict
-from hatelens.data.labels import LABELS
 from hatelens.errors import ConfigError, ModelError
 from hatelens.files import file_sha256
 from hatelens.process_team import broadcast, process_team
@@ -196,21 +195,20 @@ def build_records(config: TrainConfig, template, tokenizer, train_examples, val_
 
 def validation_scoring(val_examples, template, score_texts: TextScorer | None, tokenizer,
                        max_length_tokens: int) -> ValidationScoring | None:
-    """What each evaluation scores; None without a scorer. When every label's answer is the one token that
-    score mode reads (a label word such as ` hate`, not a JSON answer), the scoring pass gives the validation
-    loss too; prompts are then cut exactly as the records are (max_length_tokens less the answer's token)."""
+    """What each evaluation scores; None without a scorer. When every answer is one token that score mode
+    reads (a label word such as ` hate` or a fine answer's ` offensive`, not a JSON answer), the scoring pass
+    gives the validation loss too, each record's from its own answer's column; prompts are then cut exactly as
+    the records are (max_length_tokens less the answer's token)."""
     if score_texts is None:
         return None
-    answers = {label: tokenizer(template.answer(label), add_special_tokens=False).input_ids for label in LABELS}
-    scored = {label: tokenizer(text, add_special_tokens=False).input_ids
-              for label, text in template.scored_continuations().items()}
-    # a fine answer's word is a third answer: the scores sum it into its label, the loss does not
-    one_token = not template.fine_answers and all(len(answers[label]) == 1 and answers[label] == scored[label]
-                                                  for label in LABELS)
+    column_of = {text: column for column, (_, text) in enumerate(template.scored_answers())}
+    answers = [template.answer(example.label, example.extra.get("fine_label")) for example in val_examples]
+    one_token = all(answer in column_of for answer in answers) and all(
+        len(tokenizer(text, add_special_tokens=False).input_ids) == 1 for text in column_of)
     return ValidationScoring(texts=[example.text for example in val_examples],
                              labels=[example.label for example in val_examples], template=template,
                              score_texts=score_texts, max_length_tokens=max_length_tokens - 1 if one_token else None,
-                             loss_from_scores=one_token)
+                             answer_columns=[column_of[answer] for answer in answers] if one_token else None)
 
 
 def fit_with_memory_backoff(setup: TrainingSetup) -> Fit:

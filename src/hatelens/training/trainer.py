@@ -61,8 +61,13 @@ class ValidationScoring:
     template: PromptTemplate
     score_texts: TextScorer
     max_length_tokens: int | None = None  # prompts cut as the validation records are (the answer's room kept)
-    # every answer one token, the one score mode reads: the loss is -log P(answer) from the scoring pass itself
-    loss_from_scores: bool = False
+    # every answer one token, the one score mode reads: the loss is -log P(answer) from the scoring pass itself,
+    # each text's answer in column answer_columns[i] of its label_log_probs (template.scored_answers' order)
+    answer_columns: list[int] | None = None
+
+    @property
+    def loss_from_scores(self) -> bool:
+        return self.answer_columns is not None
 
 
 class AnswerSFTTrainer(SFTTrainer):
@@ -158,7 +163,7 @@ class AnswerSFTTrainer(SFTTrainer):
                    "roc_auc": float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan"),
                    "predicted_hate_rate": float((scores >= 0.5).mean())}
         if validation.loss_from_scores:
-            answer_log_probs = np.where(truth, scored.label_log_probs[:, 0], scored.label_log_probs[:, 1])
+            answer_log_probs = scored.label_log_probs[np.arange(len(truth)), validation.answer_columns]
             figures = {"loss": float(-answer_log_probs.mean()), **figures}
         return figures
 
