@@ -43,6 +43,7 @@ PY
   row b4x2 batch_size=4 grad_accum=2
   row b8x1 batch_size=8 grad_accum=1
   row b8d0 batch_size=8 grad_accum=1 lora.dropout=0.0  # make run's shape since 2026-12-03
+  row b8d0off batch_size=8 grad_accum=1 lora.dropout=0.0 template=compact_offensive  # and its template since 07:16 UTC
   row b16x1 batch_size=16 grad_accum=1
   row b8top15 batch_size=8 grad_accum=1 "$ALL_LINEAR" "$TOP15"
   # two data-parallel processes of one thread each (gloo), 4 rows each: the same effective batch of 8
