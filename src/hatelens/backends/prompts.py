@@ -106,7 +106,8 @@ class PromptTemplate:
 
 
 def load_template(name_or_path: str) -> PromptTemplate:
-    """A template by name (a shipped one: baseline, compact, policy_persona) or by path."""
+    """A template by name (a shipped one: baseline, compact, compact_offensive, compact_8shot, policy_persona) or
+    by path."""
     try:
         path = resources.find("prompts", name_or_path)
     except ConfigError:

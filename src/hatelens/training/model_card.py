@@ -30,7 +30,8 @@ DATA_LICENCES = (
 INTENDED_USE = (
     "Research on hate-speech classification and its fairness across target groups, and as one signal that "
     "helps human moderators prioritise posts. It answers `hate` or `normal` for one English post, scored from "
-    "the log-probabilities of the two label words.")
+    "the log-probabilities of the template's answer words (the two label words, and a third word such as "
+    "` offensive` where the template trains one: it counts toward the label it names).")
 LIMITATIONS = (
     "- Trained and tested on English posts about three target groups (LGBTQ+, Mexican, Middle Eastern) from "
     "two datasets; other groups, languages, dialects and platforms are untested.",
