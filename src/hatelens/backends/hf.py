@@ -219,11 +219,7 @@ class HFClassifier:
         else:
             columns = torch.stack([self._continuation_log_prob(prompt_ids, ids) for _, ids in self._answers], dim=1)
         columns = columns.float()
-        if len(self._answers) == 2:  # hate, normal
-            hate = torch.softmax(columns, dim=1)[:, :1]
-        else:
-            hate = torch.exp(torch.logsumexp(columns[:, self._hate_columns], dim=1, keepdim=True)
-                             - torch.logsumexp(columns, dim=1, keepdim=True))
+        hate = torch.softmax(columns, dim=1)[:, self._hate_columns].sum(dim=1, keepdim=True)
         return torch.cat([hate, columns], dim=1)
 
     def _continuation_log_prob(self, prompt_ids, continuation: list[int]):

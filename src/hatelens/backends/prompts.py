@@ -85,23 +85,17 @@ class PromptTemplate:
                 return fine.word
         return self.label_words[label]
 
-
-    def scored_continuations(self) -> dict[str, str]:
-        """label -> the text whose log-probability score mode compares (after the prompt)."""
-        if self.answer_format == "json":
-            return {label: f" {JSON_OPENING}{label}" for label in LABELS}
-        return {label: self.label_words[label] for label in LABELS}
-
     @property
     def fine_words(self) -> dict[str, str]:
         """{fine answer word: the label it stands for}, for parsing generated answers."""
         return {fine.word: fine.label for fine in self.fine_answers}
 
     def scored_answers(self) -> list[tuple[str, str]]:
-        """(label, text) of every answer score mode compares: hate's, normal's, then the fine answers' words,
-        whose probabilities count toward their label."""
-        continuations = self.scored_continuations()
-        return [(HATE, continuations[HATE]), (NORMAL, continuations[NORMAL])] + [
+        """(label, text) of every answer score mode compares after the prompt: hate's, normal's (a JSON answer's
+        opening, or the label word), then the fine answers' words, whose probabilities count toward their label."""
+        if self.answer_format == "json":
+            return [(label, f" {JSON_OPENING}{label}") for label in (HATE, NORMAL)]
+        return [(label, self.label_words[label]) for label in (HATE, NORMAL)] + [
             (fine.label, fine.word) for fine in self.fine_answers]
 
 

@@ -4,8 +4,9 @@ A record is the rendered prompt (prompts.render_prompt, through the model's own 
 where the answer begins) followed by the answer the evaluator reads (template.answer(label): the
 label word, a fine answer's word for a post of that finer label, or the JSON answer). Prompt and answer
 are tokenised *separately* and concatenated, exactly as the hf backend scores them (prompt ids +
-continuation ids, no special tokens added), so training never sees a token boundary that scoring does not. No EOS follows the answer: the evaluator
-never reads one, and Gemma base never learned `<end_of_turn>` (MODELS.md pitfall 6).
+continuation ids, no special tokens added), so training never sees a token boundary that scoring does not.
+No EOS follows the answer: the evaluator never reads one, and Gemma base never learned `<end_of_turn>`
+(MODELS.md pitfall 6).
 A record longer than max_length_tokens has its post cut (its start kept) so prompt and answer fit, the
 instructions and the answer whole: the same cut the hf backend makes (backends/truncation.py).
 """
