@@ -58,9 +58,10 @@ def read_cells(cells_dir: str, arm: str) -> tuple[dict[int, np.ndarray], list[di
             rows = [{"id": row["id"], "label": row["label"], "group": row["group"]} for row in predictions]
         if [row["id"] for row in predictions] != [row["id"] for row in rows]:
             raise SystemExit(f"{found[0]}: not the same validation rows as the other cells")
+        unscored = sum(row.get("score") is None for row in predictions)
+        if unscored:
+            raise SystemExit(f"{found[0]}: {unscored} row(s) without a score")
         scores = np.array([row["score"] for row in predictions], dtype=float)
-        if np.isnan(scores).any():
-            raise SystemExit(f"{found[0]}: {int(np.isnan(scores).sum())} row(s) without a score")
         log_odds[int(name.rsplit(" ", 1)[1])] = log_odds_of(scores)
     if not log_odds:
         raise SystemExit(f"no cell named '{arm} seed N' with validation predictions under {cells_dir}")
