@@ -14,24 +14,20 @@ excess over the group budgets at 0.5 (seed_ensemble.figures). Suite: hate recall
 """
 
 import argparse
-import json
 
 import numpy as np
-from seed_ensemble import figures, log_odds_of
-
-
-def read(path: str) -> dict[str, dict]:
-    return {row["id"]: row for row in map(json.loads, open(path, encoding="utf-8"))}
+from seed_ensemble import figures
+from stacking_oof import load, logit
 
 
 def aligned(llm_path: str, reference: dict[str, dict]) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """The LLM's rows (sorted by id), its log-odds and the reference's for the same rows."""
-    rows = sorted(read(llm_path).values(), key=lambda row: row["id"])
+    rows = sorted(load(llm_path).values(), key=lambda row: row["id"])
     missing = [row["id"] for row in rows if reference.get(row["id"], {}).get("score") is None]
     if missing or any(row.get("score") is None for row in rows):
         raise SystemExit(f"{llm_path}: rows without a score in it or in the reference (e.g. {missing[:1]})")
-    return (rows, log_odds_of([row["score"] for row in rows]),
-            log_odds_of([reference[row["id"]]["score"] for row in rows]))
+    return (rows, logit(np.array([row["score"] for row in rows], dtype=float)),
+            logit(np.array([reference[row["id"]]["score"] for row in rows], dtype=float)))
 
 
 def suite_figures(rows: list[dict], log_odds: np.ndarray) -> str:
@@ -47,8 +43,8 @@ def main() -> None:
     parser.add_argument("--llm", nargs="+", action="append", required=True, metavar="PREDICTIONS",
                         help="an adapter's validation predictions [and its suite predictions]")
     args = parser.parse_args()
-    reference = read(args.reference)
-    suite_reference = read(args.reference_suite) if args.reference_suite else None
+    reference = load(args.reference)
+    suite_reference = load(args.reference_suite) if args.reference_suite else None
     names = ["ROC-AUC", "LGBTQ+ ROC-AUC", "F1 at 0.5", "best-threshold F1", "budget excess"]
     print("| adapter | scorer | " + " | ".join(names) + " | suite hate recall / non-hate accuracy |")
     print("|---|---|" + "---:|" * len(names) + "---|")

@@ -6,8 +6,9 @@
 
 Per k, over every subset of k seeds (at most 200 drawn at random where there are more): validation F1 at threshold
 0.5, ROC-AUC, LGBTQ+ ROC-AUC, the best F1 any single threshold reaches (read on validation itself: a ceiling, not a
-figure a run could report) and the total excess over the group budgets (FPR <= 0.20, FNR <= 0.25) at 0.5. Metrics
-from scikit-learn; a row without a score in any cell stops the script.
+figure a run could report; calibrate.best_f1_threshold) and the total excess over the sweeps' group budgets at 0.5
+(sweep.table.excess under SweepRule: FPR <= 0.20, FNR <= 0.25). Metrics from scikit-learn and hatelens' own
+functions; a row without a score in any cell stops the script.
 
 --with PREDICTIONS: another model's `hatelens evaluate` predictions of the same rows (e.g. the MiniLM reference,
 `hatelens evaluate --backend reference --data data/validation.jsonl`), fused with each subset at equal weight: the
@@ -23,24 +24,24 @@ import random
 import statistics
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
+from stacking_oof import load, logit
 
-GROUPS = ("lgbtq", "mexican", "middle_east")
-MAX_FPR, MAX_FNR = 0.20, 0.25
+from hatelens.evaluation.calibrate import best_f1_threshold
+from hatelens.evaluation.metrics import binary_rates
+from hatelens.sweep import SweepRule
+from hatelens.sweep.table import excess
 
-
-def log_odds_of(scores) -> np.ndarray:
-    scores = np.clip(np.asarray(scores, dtype=float), 1e-7, 1 - 1e-7)
-    return np.log(scores) - np.log1p(-scores)
+RULE = SweepRule()  # the sweeps' budgets: every group's FPR <= 0.20 and FNR <= 0.25
 
 
 def read_other(path: str, rows: list[dict]) -> np.ndarray:
     """Log-odds of the rows from another model's predictions file (every row must be there, with a score)."""
-    scored = {row["id"]: row.get("score") for row in map(json.loads, open(path))}
-    missing = [row["id"] for row in rows if scored.get(row["id"]) is None]
+    scored = load(path)
+    missing = [row["id"] for row in rows if scored.get(row["id"], {}).get("score") is None]
     if missing:
         raise SystemExit(f"{path}: {len(missing)} validation row(s) without a score, e.g. {missing[0]}")
-    return log_odds_of([scored[row["id"]] for row in rows])
+    return logit(np.array([scored[row["id"]]["score"] for row in rows], dtype=float))
 
 
 def read_cells(cells_dir: str, arm: str) -> tuple[dict[int, np.ndarray], list[dict]]:
@@ -61,8 +62,7 @@ def read_cells(cells_dir: str, arm: str) -> tuple[dict[int, np.ndarray], list[di
         unscored = sum(row.get("score") is None for row in predictions)
         if unscored:
             raise SystemExit(f"{found[0]}: {unscored} row(s) without a score")
-        scores = np.array([row["score"] for row in predictions], dtype=float)
-        log_odds[int(name.rsplit(" ", 1)[1])] = log_odds_of(scores)
+        log_odds[int(name.rsplit(" ", 1)[1])] = logit(np.array([row["score"] for row in predictions], dtype=float))
     if not log_odds:
         raise SystemExit(f"no cell named '{arm} seed N' with validation predictions under {cells_dir}")
     return log_odds, rows
@@ -70,18 +70,12 @@ def read_cells(cells_dir: str, arm: str) -> tuple[dict[int, np.ndarray], list[di
 
 def figures(y: np.ndarray, groups: np.ndarray, log_odds: np.ndarray) -> dict[str, float]:
     predicted = (log_odds >= 0).astype(int)
-    precision, recall, _ = precision_recall_curve(y, log_odds)
-    best_f1 = np.max(np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12),
-                              0))
-    excess = 0.0
-    for group in GROUPS:
-        mask = groups == group
-        tn, fp, fn, tp = confusion_matrix(y[mask], predicted[mask], labels=[0, 1]).ravel()
-        excess += max(0.0, fp / (fp + tn) - MAX_FPR) + max(0.0, fn / (fn + tp) - MAX_FNR)
+    per_group = {group: binary_rates(y[groups == group], predicted[groups == group]) for group in RULE.groups}
     lgbtq = groups == "lgbtq"
     return {"F1 at 0.5": f1_score(y, predicted), "ROC-AUC": roc_auc_score(y, log_odds),
-            "LGBTQ+ ROC-AUC": roc_auc_score(y[lgbtq], log_odds[lgbtq]), "best-threshold F1": float(best_f1),
-            "budget excess": excess}
+            "LGBTQ+ ROC-AUC": roc_auc_score(y[lgbtq], log_odds[lgbtq]),
+            "best-threshold F1": best_f1_threshold(y, log_odds)[1],
+            "budget excess": excess({"per_group": per_group}, RULE)}
 
 
 def main() -> None:
