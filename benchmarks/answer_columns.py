@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+from stacking_oof import logit
 
 from hatelens.backends import create_backend
 from hatelens.config import ModelConfig
@@ -23,11 +24,12 @@ from hatelens.data import load_examples
 GROUPS = ["lgbtq", "mexican", "middle_east"]
 
 
-def answer_log_probs(adapter: str, texts: list[str], groups: list[str]) -> np.ndarray:
+def answer_scores(adapter: str, texts: list[str], groups: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """P(hate) as the backend scores it, and each answer's log-probability (hate, normal, fine answers...)."""
     classifier = create_backend("hf", ModelConfig(adapter=adapter, batch_size=32))
     outputs = [output for start in range(0, len(texts), 64)
                for output in classifier.classify(texts[start:start + 64], groups[start:start + 64])]
-    return np.array([output.label_log_probs for output in outputs])
+    return np.array([output.score for output in outputs]), np.array([output.label_log_probs for output in outputs])
 
 
 def out_of_fold(features: np.ndarray, y: np.ndarray, strata: np.ndarray, seed: int) -> np.ndarray:
@@ -49,9 +51,8 @@ def main() -> None:
     onehot = np.stack([groups == group for group in GROUPS], axis=1).astype(float)
     print("| adapter | scores | ROC-AUC | LGBTQ+ ROC-AUC | F1 at 0.5 |\n|---|---|---:|---:|---:|")
     for adapter in args.adapters:
-        log_probs = answer_log_probs(adapter, [example.text for example in examples], list(groups))
-        rules = {"P(hate) over the three answers (the template's rule)":
-                 log_probs[:, 0] - np.logaddexp(log_probs[:, 1], log_probs[:, 2]),
+        scores, log_probs = answer_scores(adapter, [example.text for example in examples], list(groups))
+        rules = {"P(hate) over the three answers (the template's rule)": logit(scores),
                  "P(hate) over hate and normal only": log_probs[:, 0] - log_probs[:, 1]}
         for name, scores in rules.items():
             print(f"| {adapter} | {name} | {roc_auc_score(y, scores):.3f} | {roc_auc_score(y[lgbtq], scores[lgbtq]):.3f}"
